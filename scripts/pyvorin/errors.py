@@ -1,0 +1,32 @@
+"""The error hierarchy.
+
+Library code raises these; only :func:`pyvorin.cli.main` turns them into an
+exit code and one line on stderr.  Every message names the thing that is wrong
+(a file, a key, a spec line) so that the one line is enough to act on.
+"""
+
+from __future__ import annotations
+
+
+class PyvorinError(Exception):
+    """Base class: a problem the user can fix (bad input, missing file, bad key)."""
+
+
+class SpecError(PyvorinError):
+    """The release spec is malformed or inconsistent."""
+
+
+class KeyError_(PyvorinError):
+    """A key or certificate is missing, of the wrong type, locked or unsafe."""
+
+
+class BundleError(PyvorinError):
+    """A bundle cannot be built or read."""
+
+
+class SigningError(PyvorinError):
+    """Producing a signature failed (bad key, token error)."""
+
+
+class VerificationError(PyvorinError):
+    """A bundle or signature did not verify.  The message names the first problem."""
