@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import PyvorinError
+from .errors import KeyError_, PyvorinError
 
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_DIR_MODE = 0o700
@@ -105,7 +105,7 @@ def check_private_file(path: Path) -> None:
     except OSError as exc:
         raise PyvorinError(_describe_os_error(path, exc)) from exc
     if st.st_mode & 0o077:
-        raise PyvorinError(
+        raise KeyError_(
             f"{path}: private key is accessible by group/others "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
         )

@@ -290,7 +290,9 @@ def _check_ab(ctx: _Ctx, node: Located, machine: str, copies: list[Copy]) -> Non
     first, second = copies
     for target in first.targets:
         for other in second.targets:
-            if target.artifact == other.artifact and target.device and target.device == other.device:
+            # Only raw images overwrite a whole slot; archives may share a data partition.
+            same_slot = target.device and target.device == other.device and not (target.path or other.path)
+            if target.artifact == other.artifact and same_slot:
                 raise ctx.fail(
                     node, "copy2",
                     f"{machine}: copy1 and copy2 both write {target.artifact!r} to {target.device}; "

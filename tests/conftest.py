@@ -1,0 +1,140 @@
+"""Shared fixtures: a test PKI generated at test time (never committed), release
+specs written into tmp dirs, and a runner for the real ``pyvorin`` CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from helpers import write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+@dataclass(frozen=True)
+class Cli:
+    """Runs ``python -m pyvorin`` as users do, in a scrubbed environment."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str | Path, cwd: Path | None = None, check: bool = False,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        merged = {**self.env, **(env or {})}
+        result = subprocess.run(
+            [sys.executable, "-m", "pyvorin", *map(str, args)],
+            cwd=cwd, env=merged, capture_output=True, text=True, timeout=600,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"pyvorin {' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+
+@pytest.fixture(scope="session")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    home = tmp_path_factory.mktemp("home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYVORIN_", "SOURCE_DATE_EPOCH"))}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT / "scripts"), LC_ALL="C.UTF-8")
+    return Cli(env)
+
+
+@dataclass(frozen=True)
+class KeySet:
+    directory: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "swupdate" / "ca.crt"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "swupdate" / "signer.key"
+
+    @property
+    def cert(self) -> Path:
+        return self.directory / "swupdate" / "signer.crt"
+
+    @property
+    def aes(self) -> Path:
+        return self.directory / "swupdate" / "aes.key"
+
+    def signing_args(self) -> list[str]:
+        return ["--key", str(self.key), "--cert", str(self.cert)]
+
+
+@pytest.fixture(scope="session")
+def keys(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> KeySet:
+    """A full dev key set (2048-bit SWUpdate keys keep the suite quick)."""
+    directory = tmp_path_factory.mktemp("pki") / "keys"
+    cli("keys", "init", directory, "--key-size", "2048", check=True)
+    return KeySet(directory)
+
+
+@pytest.fixture(scope="session")
+def foreign_keys(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> KeySet:
+    """Another organisation's keys: valid, but not trusted by ``keys``."""
+    directory = tmp_path_factory.mktemp("foreign") / "keys"
+    cli("keys", "init", directory, "--only", "swupdate", "--key-size", "2048", "--organization", "Mallory", check=True)
+    return KeySet(directory)
+
+
+SpecWriter = Callable[..., Path]
+
+
+@pytest.fixture
+def make_spec(tmp_path: Path) -> SpecWriter:
+    """Write a release spec with one raw image targeting two slot paths."""
+
+    def make(
+        slot_a: str = "/dev/mmcblk0p2",
+        slot_b: str = "/dev/mmcblk0p3",
+        image_size: int = 64 * 1024,
+        encrypted: bool = False,
+        extra: str = "",
+        machine: str = "raspberrypi4-64",
+        version: str = "2026.11.0",
+    ) -> Path:
+        write_image(tmp_path / "rootfs.img", image_size)
+        text = textwrap.dedent(f"""\
+            version: "{version}"
+            description: test release
+            artifacts:
+              rootfs.img:
+                file: rootfs.img
+                type: raw
+                encrypted: {str(encrypted).lower()}
+            machines:
+              {machine}:
+                hardware-compatibility: ["1.0"]
+                bootenv:
+                  upgrade_available: "1"
+                  bootcount: 0
+                copy1:
+                  install:
+                    rootfs.img: {slot_b}
+                  bootenv:
+                    rootpart: "3"
+                copy2:
+                  install:
+                    rootfs.img: {slot_a}
+                  bootenv:
+                    rootpart: "2"
+            """) + extra
+        spec = tmp_path / "release.yaml"
+        spec.write_text(text)
+        return spec
+
+    return make
+
+
+@pytest.fixture
+def no_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    yield

@@ -1,0 +1,85 @@
+"""Plain helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+def write_image(path: Path, size: int, seed: int = 1) -> Path:
+    """Deterministic, partly compressible test data."""
+    import random
+
+    rng = random.Random(seed)
+    block = rng.randbytes(4096)
+    with open(path, "wb") as handle:
+        written = 0
+        while written < size:
+            piece = block if rng.random() < 0.5 else bytes(4096)
+            piece = piece[: size - written]
+            handle.write(piece)
+            written += len(piece)
+    return path
+
+
+def extract(swu: Path, into: Path) -> Path:
+    """Unpack a bundle with GNU cpio, the reference reader."""
+    into.mkdir(parents=True, exist_ok=True)
+    with open(swu, "rb") as handle:
+        subprocess.run(["cpio", "-id", "--quiet"], stdin=handle, cwd=into, check=True)
+    return into
+
+
+def require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (install them with .ci/run)")
+
+
+def read_members(swu: Path) -> list[tuple[str, bytes]]:
+    """All members of a (small, test) bundle, in order."""
+    import io
+
+    from pyvorin import cpio
+
+    data = swu.read_bytes()
+    handle = io.BytesIO(data)
+    return [(m.name, cpio.read_member(handle, m, limit=1 << 30)) for m in cpio.iter_members(handle, len(data))]
+
+
+def write_members(path: Path, members: list[tuple[str, bytes]], *, keep_checksum_of: dict[str, int] | None = None) -> Path:
+    """Write members as a well-formed cpio: an attacker recomputes the checksums."""
+    import io
+
+    from pyvorin import cpio
+    from pyvorin.hashing import byte_sum
+
+    out = io.BytesIO()
+    writer = cpio.CpioWriter(out)
+    for name, data in members:
+        checksum = (keep_checksum_of or {}).get(name, byte_sum(data))
+        writer.add_bytes(name, data, checksum)
+    writer.finish()
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def tampered(swu: Path, out: Path, member: str | None = None, *, flip_at: int = -1, drop: str | None = None,
+             fix_checksum: bool = True) -> Path:
+    """A copy of ``swu`` with one byte of ``member`` flipped, or ``drop`` removed."""
+    members = read_members(swu)
+    result = []
+    original = {}
+    for name, data in members:
+        if name == drop:
+            continue
+        if name == member:
+            buf = bytearray(data)
+            buf[flip_at] ^= 0x01
+            original[name] = sum(data) & 0xFFFFFFFF
+            data = bytes(buf)
+        result.append((name, data))
+    return write_members(out, result, keep_checksum_of=None if fix_checksum else original)

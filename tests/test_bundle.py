@@ -1,0 +1,213 @@
+"""pyvorin bundle / sign / verify / inspect, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import extract, read_members, require, tampered, write_image
+
+from pyvorin import aes, libconfig
+
+
+def _build(cli, spec: Path, out: Path, keys, *extra: str | Path) -> Path:
+    cli("bundle", spec, "-o", out, *keys.signing_args(), *extra, check=True)
+    return out
+
+
+def test_bundle_layout_and_verify(cli, keys, make_spec, tmp_path: Path) -> None:
+    swu = _build(cli, make_spec(), tmp_path / "r.swu", keys)
+    names = [name for name, _ in read_members(swu)]
+    assert names == ["sw-description", "sw-description.sig", "rootfs.img"]
+    result = cli("verify", swu, "--cert", keys.ca, check=True)
+    assert "OK, version 2026.11.0" in result.stdout and "rootfs.img" in result.stdout
+    # GNU cpio reads it and the image inside is the input, byte for byte.
+    out = extract(swu, tmp_path / "x")
+    assert (out / "rootfs.img").read_bytes() == (tmp_path / "rootfs.img").read_bytes()
+
+
+def test_same_inputs_same_bytes(cli, keys, make_spec, tmp_path: Path) -> None:
+    spec = make_spec()
+    first = _build(cli, spec, tmp_path / "a.swu", keys).read_bytes()
+    second = _build(cli, spec, tmp_path / "b.swu", keys).read_bytes()
+    assert first == second
+    stamped = cli("bundle", spec, "-o", tmp_path / "c.swu", *keys.signing_args(),
+                  env={"SOURCE_DATE_EPOCH": "1700000000"}, check=True)
+    assert stamped.returncode == 0 and (tmp_path / "c.swu").read_bytes() != first
+
+
+def test_two_step_signing_equals_one_step(cli, keys, make_spec, tmp_path: Path) -> None:
+    spec = make_spec()
+    direct = _build(cli, spec, tmp_path / "direct.swu", keys)
+    cli("bundle", spec, "-o", tmp_path / "u.swu", "--unsigned", check=True)
+    assert [n for n, _ in read_members(tmp_path / "u.swu")] == ["sw-description", "rootfs.img"]
+    unsigned_verify = cli("verify", tmp_path / "u.swu", "--cert", keys.ca)
+    assert unsigned_verify.returncode == 1 and "not signed" in unsigned_verify.stderr
+    assert cli("verify", tmp_path / "u.swu", "--allow-unsigned").returncode == 0
+    cli("sign", tmp_path / "u.swu", "-o", tmp_path / "s.swu", *keys.signing_args(), check=True)
+    assert (tmp_path / "s.swu").read_bytes() == direct.read_bytes()
+    again = cli("sign", tmp_path / "s.swu", *keys.signing_args())
+    assert again.returncode == 2 and "already signed" in again.stderr
+    cli("sign", tmp_path / "u.swu", *keys.signing_args(), check=True)  # in place
+    assert (tmp_path / "u.swu").read_bytes() == direct.read_bytes()
+
+
+@pytest.mark.parametrize("scheme", ["rsa", "rsa-pss"])
+def test_raw_rsa_schemes_round_trip(cli, keys, make_spec, tmp_path: Path, scheme: str) -> None:
+    swu = _build(cli, make_spec(), tmp_path / "r.swu", keys, "--scheme", scheme)
+    assert cli("verify", swu, "--scheme", scheme, "--key", keys.cert).returncode == 0
+    other = "rsa" if scheme == "rsa-pss" else "rsa-pss"
+    assert cli("verify", swu, "--scheme", other, "--key", keys.cert).returncode == 1
+
+
+@pytest.mark.parametrize("member,at,message", [
+    ("sw-description", 40, "message digest"),
+    ("sw-description.sig", -3, "signature is invalid"),
+    ("rootfs.img", 0, "does not match its sha256"),
+    ("rootfs.img", -1, "does not match its sha256"),
+])
+def test_tampering_is_detected(cli, keys, make_spec, tmp_path: Path, member: str, at: int, message: str) -> None:
+    swu = _build(cli, make_spec(), tmp_path / "r.swu", keys)
+    bad = tampered(swu, tmp_path / "bad.swu", member, flip_at=at)
+    result = cli("verify", bad, "--cert", keys.ca)
+    assert result.returncode == 1
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_corruption_without_checksum_fix_is_caught_by_the_cpio_checksum(cli, keys, make_spec, tmp_path: Path) -> None:
+    swu = _build(cli, make_spec(), tmp_path / "r.swu", keys)
+    bad = tampered(swu, tmp_path / "bad.swu", "rootfs.img", flip_at=100, fix_checksum=False)
+    result = cli("verify", bad, "--cert", keys.ca)
+    assert result.returncode == 1 and "cpio checksum" in result.stderr
+
+
+def test_foreign_key_and_missing_signature(cli, keys, foreign_keys, make_spec, tmp_path: Path) -> None:
+    spec = make_spec()
+    foreign = _build(cli, spec, tmp_path / "f.swu", foreign_keys)
+    result = cli("verify", foreign, "--cert", keys.ca)
+    assert result.returncode == 1 and "does not chain" in result.stderr
+    swu = _build(cli, spec, tmp_path / "r.swu", keys)
+    dropped = tampered(swu, tmp_path / "nosig.swu", drop="sw-description.sig")
+    result = cli("verify", dropped, "--cert", keys.ca)
+    assert result.returncode == 1 and "not signed" in result.stderr
+
+
+def test_inspect(cli, keys, make_spec, tmp_path: Path) -> None:
+    swu = _build(cli, make_spec(), tmp_path / "r.swu", keys)
+    data = json.loads(cli("inspect", swu, "--json", check=True).stdout)
+    assert [m["name"] for m in data["members"]] == ["sw-description", "sw-description.sig", "rootfs.img"]
+    board = data["sw-description"]["software"]["raspberrypi4-64"]
+    assert board["stable"]["copy1"]["images"][0]["device"] == "/dev/mmcblk0p3"
+    text = cli("inspect", swu, check=True).stdout
+    assert 'version = "2026.11.0";' in text
+
+
+def test_encrypted_image_has_its_own_iv_and_decrypts(cli, keys, make_spec, tmp_path: Path) -> None:
+    spec = make_spec(encrypted=True)
+    missing = cli("bundle", spec, "-o", tmp_path / "r.swu", *keys.signing_args())
+    assert missing.returncode == 2 and "--aes-key" in missing.stderr
+    swu = _build(cli, spec, tmp_path / "r.swu", keys, "--aes-key", keys.aes)
+    members = dict(read_members(swu))
+    tree = libconfig.parse(members["sw-description"].decode())
+    image = tree["software"]["raspberrypi4-64"]["stable"]["copy1"]["images"][0]
+    key = aes.load(keys.aes)
+    assert image["encrypted"] is True and len(image["ivt"]) == 32 and bytes.fromhex(image["ivt"]) != key.iv
+    plain = (tmp_path / "rootfs.img").read_bytes()
+    assert members["rootfs.img"] != plain
+    require("openssl")
+    result = subprocess.run(["openssl", "enc", "-d", "-aes-256-cbc", "-K", key.key.hex(), "-iv", image["ivt"]],
+                            input=members["rootfs.img"], capture_output=True, check=True)
+    assert result.stdout == plain
+    assert cli("verify", swu, "--cert", keys.ca).returncode == 0
+
+
+def test_compression_flag_must_match_the_file(cli, keys, make_spec, tmp_path: Path) -> None:
+    spec = make_spec()
+    spec.write_text(spec.read_text().replace("    type: raw\n", "    type: raw\n    compressed: zstd\n"))
+    result = cli("bundle", spec, "-o", tmp_path / "r.swu", *keys.signing_args())
+    assert result.returncode == 2 and "is not zstd-compressed" in result.stderr
+    assert not (tmp_path / "r.swu").exists()
+
+
+@pytest.mark.parametrize("problem", ["missing-image", "4gib", "bad-outdir", "spec-missing"])
+def test_errors_leave_no_partial_output(cli, keys, make_spec, tmp_path: Path, problem: str) -> None:
+    spec = make_spec()
+    out = tmp_path / "r.swu"
+    if problem == "missing-image":
+        (tmp_path / "rootfs.img").unlink()
+        expected = "not found"
+    elif problem == "4gib":
+        with open(tmp_path / "rootfs.img", "r+b") as handle:
+            handle.truncate(1 << 32)  # sparse: costs no disk
+        expected = "4 GiB"
+    elif problem == "bad-outdir":
+        out = tmp_path / "no" / "such" / "dir" / "r.swu"
+        expected = "cannot write to"
+    else:
+        spec = tmp_path / "nope.yaml"
+        expected = "release spec not found"
+    result = cli("bundle", spec, "-o", out, *keys.signing_args())
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unwritable_output_dir_as_unprivileged_user(cli, tmp_path: Path) -> None:
+    """Root ignores directory modes, so the check runs as 'nobody' in a world-readable dir."""
+    require("setpriv")
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="pyvorin-nobody-", dir="/var/tmp"))
+    try:
+        work.chmod(0o755)
+        write_image(work / "rootfs.img", 4096).chmod(0o644)
+        spec = work / "release.yaml"
+        spec.write_text(
+            "version: 1.0.0\nartifacts:\n  rootfs.img: {file: rootfs.img, type: raw}\n"
+            "machines:\n  rpi:\n    hardware-compatibility: ['1.0']\n"
+            "    copy1: {install: {rootfs.img: /dev/b}}\n    copy2: {install: {rootfs.img: /dev/a}}\n"
+        )
+        spec.chmod(0o644)
+        locked = work / "locked"
+        locked.mkdir(mode=0o555)
+        result = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "pyvorin",
+             "bundle", str(spec), "--unsigned", "-o", str(locked / "r.swu")],
+            capture_output=True, text=True, env={**cli.env, "HOME": str(work)},
+        )
+        assert result.returncode == 2, result.stderr
+        assert "cannot write to" in result.stderr and "Permission denied" in result.stderr
+        assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+        assert list(locked.iterdir()) == []
+    finally:
+        shutil.rmtree(work)
+
+
+def test_bundling_runs_in_constant_memory(cli, keys, make_spec, tmp_path: Path) -> None:
+    """A 512 MiB image must not make the bundler grow: peak RSS stays under 100 MiB."""
+    spec = make_spec(image_size=4096)
+    write_image(tmp_path / "rootfs.img", 512 << 20, seed=7)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    code = (
+        "import resource, sys\n"
+        "from pyvorin.cli import pyvorin\n"
+        "rc = pyvorin(sys.argv[1:])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(rc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, "bundle", str(spec), "-o", str(tmp_path / "r.swu"),
+                             *map(str, keys.signing_args())], capture_output=True, text=True, env=cli.env)
+    assert result.returncode == 0, result.stderr
+    peak_kib = int(result.stdout.strip().splitlines()[-1])
+    assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+    assert before >= 0
+    assert cli("verify", tmp_path / "r.swu", "--cert", keys.ca).returncode == 0

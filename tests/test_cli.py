@@ -1,0 +1,60 @@
+"""The CLI teaches through --help and fails with one line and a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+COMMANDS = [["keys"], ["keys", "init"], ["keys", "show"], ["swdesc"], ["bundle"], ["sign"], ["verify"], ["inspect"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_teaches(cli, command: list[str]) -> None:
+    result = cli(*command, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: pyvorin " + " ".join(command))
+    assert len(result.stdout.splitlines()) > 6
+
+
+def test_top_level_help_shows_a_whole_release(cli) -> None:
+    out = cli("--help", check=True).stdout
+    for step in ("keys init", "bundle", "verify", "swupdate -i"):
+        assert step in out
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "required: COMMAND"),
+    (["frobnicate"], "invalid choice"),
+    (["bundle", "x.yaml"], "-o/--output"),
+    (["verify"], "BUNDLE.swu"),
+])
+def test_usage_errors(cli, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "truncated bundle"),
+    (b"not a bundle at all" * 20, "bad magic"),
+])
+def test_verify_and_inspect_reject_non_bundles(cli, tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "x.swu"
+    path.write_bytes(content)
+    for command in ("verify", "inspect"):
+        result = cli(command, path, "--allow-unsigned") if command == "verify" else cli(command, path)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_missing_bundle(cli, tmp_path: Path) -> None:
+    result = cli("verify", tmp_path / "none.swu", "--cert", tmp_path / "ca.crt")
+    assert result.returncode == 2 and "bundle not found" in result.stderr
+
+
+def test_hostile_member_name_in_bundle(cli, tmp_path: Path) -> None:
+    from helpers import write_members
+
+    swu = write_members(tmp_path / "h.swu", [("sw-description", b"software = {};"), ("../../etc/passwd", b"x")])
+    result = cli("inspect", swu)
+    assert result.returncode == 2 and "hostile member name '../../etc/passwd'" in result.stderr
