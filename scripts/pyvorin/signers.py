@@ -146,33 +146,89 @@ class Pkcs11Signer:
                 f"{uri.redacted()}: no PKCS#11 module; add ?module-path=... or set PYVORIN_PKCS11_MODULE"
             )
         pin = self._pin()
+        session = None
         try:
             lib = pkcs11.lib(module)
-            token = lib.get_token(token_label=uri.token) if uri.token else next(
-                slot.get_token() for slot in lib.get_slots(token_present=True)
-            )
-            self._session = token.open(user_pin=pin)
-            attrs: dict[object, object] = {"object_class": pkcs11.ObjectClass.PRIVATE_KEY}
+            token = self._select_token(lib, module)
+            session = token.open(user_pin=pin)  # type: ignore[attr-defined]
+            attrs: dict[str, object] = {"object_class": pkcs11.ObjectClass.PRIVATE_KEY}
             if uri.label is not None:
                 attrs["label"] = uri.label
             if uri.object_id is not None:
                 attrs["id"] = uri.object_id
-            self._key = self._session.get_key(**attrs)
-        except StopIteration:
-            raise KeyError_(f"{uri.redacted()}: no token present in {module}") from None
-        except pkcs11.NoSuchToken:
-            raise KeyError_(f"{uri.redacted()}: no token labelled {uri.token!r}") from None
-        except pkcs11.NoSuchKey:
-            raise KeyError_(f"{uri.redacted()}: no private key matches the URI") from None
-        except pkcs11.MultipleObjectsReturned:
-            raise KeyError_(f"{uri.redacted()}: several keys match; add object= or id=") from None
-        except pkcs11.PinIncorrect:
-            raise KeyError_(f"{uri.redacted()}: the token rejected the PIN") from None
-        except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
-            raise KeyError_(f"{uri.redacted()}: {type(exc).__name__} {exc}".rstrip()) from None
-        self.is_rsa = self._key.key_type == pkcs11.KeyType.RSA
-        if not self.is_rsa and self._key.key_type != pkcs11.KeyType.EC:
-            raise KeyError_(f"{uri.redacted()}: key type {self._key.key_type.name} cannot sign; use RSA or EC")
+            self._key = session.get_key(**attrs)
+            self.is_rsa = self._key.key_type == pkcs11.KeyType.RSA
+            if not self.is_rsa and self._key.key_type != pkcs11.KeyType.EC:
+                raise KeyError_(f"{uri.redacted()}: key type {self._key.key_type.name} cannot sign; use RSA or EC")
+        except BaseException as exc:
+            if session is not None:
+                session.close()
+            if isinstance(exc, pkcs11.NoSuchKey):
+                hint = "" if pin is not None else (
+                    " (no PIN given, and private keys are only visible after login: "
+                    "add pin-source=... or set PYVORIN_PKCS11_PIN)"
+                )
+                raise KeyError_(f"{uri.redacted()}: no private key matches the URI{hint}") from None
+            if isinstance(exc, pkcs11.MultipleObjectsReturned):
+                raise KeyError_(f"{uri.redacted()}: several keys match; add object= or id=") from None
+            if isinstance(exc, pkcs11.PinIncorrect):
+                raise KeyError_(f"{uri.redacted()}: the token rejected the PIN") from None
+            if isinstance(exc, (pkcs11.PKCS11Error, RuntimeError, OSError)):
+                raise KeyError_(f"{uri.redacted()}: {type(exc).__name__} {exc}".rstrip()) from None
+            raise
+        self._session = session
+
+    # RFC 7512 attributes naming a slot or token, and where python-pkcs11 reports each.
+    _SLOT_ATTRS = (("slot-description", "slot_description"), ("slot-manufacturer", "manufacturer_id"))
+    _TOKEN_ATTRS = (("token", "label"), ("manufacturer", "manufacturer_id"), ("model", "model"))
+    _LIBRARY_ATTRS = (("library-manufacturer", "manufacturer_id"), ("library-description", "library_description"))
+
+    def _select_token(self, lib: object, module: str) -> object:
+        """The one initialised token matching every slot/token/library attribute of the URI."""
+        pkcs11 = self._pkcs11
+        path = self.uri.path
+        redacted = self.uri.redacted()
+        for attr, field_name in self._LIBRARY_ATTRS:
+            if attr in path and getattr(lib, field_name) != path[attr]:
+                raise KeyError_(f"{redacted}: {module} is not {attr} {path[attr]!r}")
+        if "library-version" in path:
+            major, _, minor = path["library-version"].partition(".")
+            try:
+                wanted = (int(major), int(minor or 0))
+            except ValueError:
+                raise KeyError_(f"{redacted}: library-version must be M or M.N") from None
+            if tuple(lib.library_version) != wanted:  # type: ignore[attr-defined]
+                raise KeyError_(f"{redacted}: {module} is not library-version {path['library-version']}")
+        slot_id: int | None = None
+        if "slot-id" in path:
+            try:
+                slot_id = int(path["slot-id"], 10)
+            except ValueError:
+                raise KeyError_(f"{redacted}: slot-id must be a decimal number") from None
+        matches = []
+        for slot in lib.get_slots(token_present=True):  # type: ignore[attr-defined]
+            if slot_id is not None and slot.slot_id != slot_id:
+                continue
+            if any(attr in path and getattr(slot, f) != path[attr] for attr, f in self._SLOT_ATTRS):
+                continue
+            try:
+                token = slot.get_token()
+            except (pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised):
+                continue
+            if not token.flags & pkcs11.TokenFlag.TOKEN_INITIALIZED:
+                continue
+            if any(attr in path and getattr(token, f) != path[attr] for attr, f in self._TOKEN_ATTRS):
+                continue
+            if "serial" in path and token.serial.decode(errors="replace") != path["serial"]:
+                continue
+            matches.append(token)
+        if not matches:
+            if self.uri.token is not None and path.keys() <= {"token", "object", "type"}:
+                raise KeyError_(f"{redacted}: no token labelled {self.uri.token!r}")
+            raise KeyError_(f"{redacted}: no initialised token in {module} matches the URI")
+        if len(matches) > 1:
+            raise KeyError_(f"{redacted}: {len(matches)} tokens match; add token= or serial=")
+        return matches[0]
 
     def _pin(self) -> str | None:
         if "pin-value" in self.uri.query:

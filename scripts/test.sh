@@ -1,0 +1,39 @@
+#!/bin/sh
+# Runs the whole test suite on a fresh Debian/Ubuntu machine: installs the
+# real tools the tests drive (apt, when run as root) and the Python packages
+# (pip, into .venv), then runs pytest.  Extra arguments go to pytest, e.g.
+#   scripts/test.sh -m slow          # the slow scenarios only
+#   scripts/test.sh tests/test_cpio.py
+set -eu
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES="swupdate libubootenv-tool u-boot-tools softhsm2 opensc openssl cpio e2fsprogs gzip zstd util-linux"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for pkg in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+    done
+    if [ -n "$missing" ]; then
+        echo "installing apt packages:$missing"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+else
+    echo "not root or no apt-get: using the tools already installed (tests needing others skip)" >&2
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then
+    echo "pytest ran no tests: failing" >&2
+    exit 1
+fi
+exit "$status"
