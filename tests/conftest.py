@@ -4,7 +4,6 @@ specs written into tmp dirs, and a runner for the real ``pyvorin`` CLI."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,10 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import write_image
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
+from helpers import ROOT, write_image
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
 
 def write_image(path: Path, size: int, seed: int = 1) -> Path:
     """Deterministic, partly compressible test data."""

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import extract, read_members, require, tampered, write_image
 
+from helpers import extract, read_members, require, tampered, write_image
 from pyvorin import aes, libconfig
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import require
 
+from helpers import require
 from pyvorin import cms
 from pyvorin.errors import KeyError_, PyvorinError, VerificationError
 from pyvorin.signers import Scheme, open_signer
@@ -100,7 +100,7 @@ def test_purpose_is_enforced_like_swupdate(cli, tmp_path: Path, no_source_date_e
 
 def test_expired_certificate_is_refused(keys, no_source_date_epoch) -> None:
     sig = sign_content(CONTENT, SigningOptions(str(keys.key), keys.cert))
-    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=4000)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=4000)
     with pytest.raises(VerificationError, match="not valid now"):
         cms.verify(sig, CONTENT, load_certificates(keys.ca), now=later)
 

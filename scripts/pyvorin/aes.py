@@ -24,7 +24,7 @@ from .fsutil import read_bytes
 
 BLOCK = 16
 _SWUPDATE_LINE = re.compile(r"^\s*([0-9a-fA-F]{64})\s+([0-9a-fA-F]{32})\s*$")
-_META_SWUPDATE = re.compile(r"^\s*key\s*=\s*([0-9a-fA-F]{64})\s*\n\s*iv\s*=\s*([0-9a-fA-F]{32})\s*$", re.M)
+_META_SWUPDATE = re.compile(r"^\s*key\s*=\s*([0-9a-fA-F]{64})\s*\n\s*iv\s*=\s*([0-9a-fA-F]{32})\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)

@@ -285,7 +285,7 @@ def verify(
     now: datetime.datetime | None = None,
 ) -> SignerResult:
     """Verify a detached CMS signature; raise VerificationError naming the problem."""
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now or datetime.datetime.now(datetime.UTC)
     certificates, infos = _parse(signature_der)
     result: SignerResult | None = None
     for info in infos:

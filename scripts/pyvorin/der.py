@@ -76,7 +76,7 @@ def oid(dotted: str) -> bytes:
 
 
 def utc_time(moment: datetime.datetime) -> bytes:
-    moment = moment.astimezone(datetime.timezone.utc)
+    moment = moment.astimezone(datetime.UTC)
     if 1950 <= moment.year < 2050:  # RFC 5280 4.1.2.5
         return tlv(UTC_TIME, moment.strftime("%y%m%d%H%M%SZ").encode())
     return tlv(GENERALIZED_TIME, moment.strftime("%Y%m%d%H%M%SZ").encode())

@@ -100,7 +100,7 @@ def _certificate(
     subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name, issuer_key: rsa.RSAPrivateKey,
     options: KeyOptions, *, ca: bool,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -285,7 +285,7 @@ def init(options: KeyOptions) -> Manifest:
                      overwrite=options.force)
     manifest = Manifest(
         entries=tuple(plan.entries),
-        created=datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+        created=datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
         notes=(
             "dev keys: for development and CI only; a --production bundle refuses them"
             if options.dev else "production keys: move private keys offline or into an HSM",

@@ -133,7 +133,7 @@ class Pkcs11Signer:
 
     def __init__(self, uri: pkcs11uri.Pkcs11Uri) -> None:
         try:
-            import pkcs11  # noqa: PLC0415 - optional dependency
+            import pkcs11
         except ImportError:
             raise KeyError_(
                 "PKCS#11 keys need the python-pkcs11 package: pip install 'pyvorin[pkcs11]'"

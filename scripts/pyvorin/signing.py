@@ -60,7 +60,7 @@ def signing_time() -> datetime.datetime | None:
     if not epoch:
         return None
     try:
-        return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
     except ValueError:
         raise KeyError_(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
 

@@ -12,8 +12,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 
 from . import cms
-from .archive import open_bundle
-from .archive import image_hashes
+from .archive import image_hashes, open_bundle
 from .cpio import member_chunks
 from .errors import KeyError_, VerificationError
 from .hashing import digest_chunks

@@ -47,14 +47,14 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
     return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def load_yaml(path: Path, what: str = "YAML file") -> Located:
     """Load a YAML file whose top level must be a mapping."""
     raw = read_bytes(path, what)
     try:
-        data = yaml.load(raw, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(raw, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -1,0 +1,24 @@
+"""The package stays mypy --strict clean and ruff clean (config in pyproject.toml)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from helpers import ROOT, require
+
+
+def test_mypy_strict() -> None:
+    result = subprocess.run([sys.executable, "-m", "mypy", "scripts/pyvorin"], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    if "No module named mypy" in result.stderr:
+        require("mypy-not-installed")
+    assert result.returncode == 0, result.stdout
+
+
+def test_ruff() -> None:
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scripts", "tests"], cwd=ROOT,
+                            capture_output=True, text=True, check=False)
+    if "No module named ruff" in result.stderr:
+        require("ruff-not-installed")
+    assert result.returncode == 0, result.stdout
