@@ -21,6 +21,16 @@ private mount namespace (``unshare -m --propagation private``) in which
   back at the same absolute path, so ``device = "<sandbox.slot_b>"`` in a
   ``sw-description`` resolves to the sandbox file.
 
+swupdate 2022.12 has a race in ``-i`` mode: its internal IPC client finishes
+streaming the file and asks for the install status; if the whole ``.swu`` fit
+into the Unix-socket buffer (about 200 KiB) that poll can come before the
+installer thread has left ``IDLE``, and swupdate then exits 1 although the
+installation goes on and succeeds (observed in 5-30 % of runs with small
+bundles; it never turns a failure into exit 0).  :meth:`SwupdateSandbox.install`
+therefore (by default, ``paced=True``) feeds the bundle through a FIFO and only
+closes it once swupdate has printed ``Software Update started !``, which makes
+the exit status reliable.
+
 Typical use (the bundle must be written *after* the sandbox exists, because
 ``sw-description`` names the slot files by absolute path)::
 
@@ -33,6 +43,20 @@ Typical use (the bundle must be written *after* the sandbox exists, because
     assert sandbox.untouched(sandbox.slot_a)
     assert sandbox.printenv()["rootpart"] == "3"
 
+Behaviour of this swupdate build worth knowing when writing assertions:
+
+* without ``-B uboot`` (``bootloader=None``) images are written but ``bootenv``
+  entries are silently dropped, with exit 0;
+* ``-H board:rev`` alone is enough and wins over ``/etc/hwrevision``; a revision
+  not listed in ``hardware-compatibility`` fails ("SW not compatible with
+  hardware"), an unknown board fails ("HW compatibility not found");
+* on success it sets ``ustate=1`` (not with ``-m``); on a failed install it
+  sets ``recovery_status=failed`` (not with ``-M``) and ``ustate=3`` (not with
+  ``-m``); during the install ``recovery_status=in_progress``, removed on success.
+  A bundle refused before installing (signature, hash, hardware) leaves the
+  environment untouched;
+* ``-c`` (check only) verifies signature, hashes and hardware, writes nothing.
+
 Everything needs root (mounts); :func:`swupdate_available` returns a reason
 string to skip on otherwise.
 """
@@ -40,6 +64,7 @@ string to skip on otherwise.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
@@ -49,6 +74,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +87,7 @@ __all__ = [
     "FAILURE_MARKER",
     "FILL_BYTE",
     "SETUP_FAILED_EXIT",
+    "STARTED_MARKER",
     "SUCCESS_MARKER",
     "SandboxError",
     "SwupdateResult",
@@ -75,10 +103,14 @@ FILL_BYTE = 0x5A
 #: Initial U-Boot environment of a fresh sandbox.
 DEFAULT_ENV: Mapping[str, str] = {"rootpart": "2", "bootcount": "0", "upgrade_available": "0"}
 
-#: Last line swupdate 2022.12 prints after a successful ``-i`` install.
-SUCCESS_MARKER = "SWUpdate was successful !"
-#: Last line swupdate 2022.12 prints when an install (or ``-c`` check) fails.
+#: Printed by the installer itself once every image and the bootenv were written
+#: (also after a successful ``-c`` check); the line reads
+#: ``[INFO ] : SWUPDATE successful ! SWUPDATE successful !``.
+SUCCESS_MARKER = "SWUPDATE successful !"
+#: Printed last when a (paced) run fails; ``[ERROR] : ... SWUpdate *failed* !``.
 FAILURE_MARKER = "SWUpdate *failed* !"
+#: Printed by the installer when it accepts the stream (status IDLE -> RUN).
+STARTED_MARKER = b"Software Update started !"
 
 #: Exit status of the in-namespace wrapper when it could not set the sandbox up
 #: (never returned to callers: :meth:`SwupdateSandbox.install` raises instead).
@@ -164,8 +196,13 @@ class SwupdateResult:
 
     @property
     def succeeded(self) -> bool:
-        """Exit status 0 *and* swupdate's own success line was printed."""
+        """Exit status 0 *and* the installer's own success line was printed."""
         return self.returncode == 0 and SUCCESS_MARKER in self.output
+
+    @property
+    def errors(self) -> list[str]:
+        """The ``[ERROR]`` lines of the output, for assertion messages."""
+        return [line for line in self.output.splitlines() if line.startswith("[ERROR]")]
 
 
 def _run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -185,6 +222,86 @@ def _check(argv: Sequence[str]) -> str:
     if proc.returncode != 0:
         raise SandboxError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}")
     return proc.stdout
+
+
+def _run_streaming(
+    cmd: Sequence[str], timeout: float, feed: tuple[Path, Path] | None
+) -> tuple[int, str]:
+    """Run *cmd* (own process group), collect stdout+stderr, optionally feed a FIFO.
+
+    With *feed* ``(bundle, fifo)``, the bundle is written into the FIFO (which the
+    command opens for reading) and the FIFO is closed only once the command has
+    printed :data:`STARTED_MARKER`, has exited, or 15 s have passed.
+    """
+    proc = subprocess.Popen(
+        list(cmd),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # own process group: a timeout kills swupdate's children too
+    )
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    chunks: list[bytes] = []
+    started = threading.Event()
+    finished = threading.Event()
+
+    def reader() -> None:
+        for line in iter(stdout.readline, b""):
+            chunks.append(line)
+            if STARTED_MARKER in line:
+                started.set()
+        finished.set()
+
+    def feeder(bundle: Path, fifo: Path) -> None:
+        fd = -1
+        try:
+            while fd < 0:  # a reader may never come (bad arguments): don't block in open()
+                try:
+                    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO or finished.is_set():
+                        return
+                    time.sleep(0.005)
+            os.set_blocking(fd, True)
+            with open(bundle, "rb") as src:
+                while block := src.read(64 * 1024):
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view):]
+            deadline = time.monotonic() + 15.0
+            while not (started.wait(0.02) or finished.is_set() or time.monotonic() > deadline):
+                pass
+        except OSError:  # swupdate stopped reading (rejected early, exited, killed)
+            pass
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    threads = [threading.Thread(target=reader, daemon=True)]
+    if feed is not None:
+        threads.append(threading.Thread(target=feeder, args=feed, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        threads[0].join(5)
+        if not threads[0].is_alive():
+            stdout.close()
+        raise subprocess.TimeoutExpired(list(cmd), timeout, output=b"".join(chunks)) from None
+    threads[0].join(5)  # swupdate's helper processes may hold the pipe a moment longer
+    if threads[0].is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # only leftovers: the group leader is gone
+    for t in threads:
+        t.join(5)
+    if not threads[0].is_alive():
+        stdout.close()
+    return proc.returncode, b"".join(chunks).decode("utf-8", errors="replace")
 
 
 @contextlib.contextmanager
@@ -367,6 +484,7 @@ class SwupdateSandbox:
         check_only: bool = False,
         hwrevision: str | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
+        paced: bool = True,
     ) -> SwupdateResult:
         """Run ``swupdate -i swu`` in the isolated namespace and return its result.
 
@@ -378,6 +496,11 @@ class SwupdateSandbox:
         non-zero :attr:`SwupdateResult.returncode`; a failure to build the sandbox
         raises :class:`SandboxError`; exceeding *timeout* raises
         :class:`subprocess.TimeoutExpired` after killing the run.
+
+        With *paced* (default) swupdate reads the bundle from a FIFO in the
+        sandbox (so ``-i`` in the output names ``.ns/run-N/bundle.swu``), which
+        avoids swupdate's exit-status race (see the module docstring); with
+        ``paced=False`` it reads *swu* directly.
         """
         board, revision = self._hw(hwrevision)
         files = [Path(swu).resolve(), Path(ca_cert).resolve()]
@@ -386,10 +509,18 @@ class SwupdateSandbox:
         for f in files:
             if not f.is_file():
                 raise SandboxError(f"{f} does not exist")
-        argv = self.swupdate_argv(files[0], files[1], select, extra_args,
+        ns_dir = self._new_run_dir()
+        feed: tuple[Path, Path] | None = None
+        source = files[0]
+        if paced:
+            source = ns_dir / "bundle.swu"
+            os.mkfifo(source, 0o600)
+            feed = (files[0], source)
+        argv = self.swupdate_argv(source, files[1], select, extra_args,
                                   files[2] if aes_key is not None else None,
                                   check_only, f"{board}:{revision}")
         return self._run_isolated(
+            ns_dir,
             argv,
             etc_files={
                 "fw_env.config": self.fw_env_config.read_text(),
@@ -397,6 +528,7 @@ class SwupdateSandbox:
             },
             needed=[self.root, *files],
             timeout=timeout,
+            feed=feed,
         )
 
     def _hw(self, hwrevision: str | None) -> tuple[str, str]:
@@ -408,20 +540,27 @@ class SwupdateSandbox:
                 return board.strip(), rev.strip()
         return self.board, hwrevision.strip()
 
-    def _run_isolated(
-        self,
-        argv: Sequence[str],
-        etc_files: Mapping[str, str],
-        needed: Sequence[Path],
-        timeout: float,
-    ) -> SwupdateResult:
+    def _new_run_dir(self) -> Path:
+        """A fresh ``.ns/run-N`` directory holding this run's /etc layers (and FIFO)."""
         self._runs += 1
         ns_dir = self.root / ".ns" / f"run-{self._runs}"
         if ns_dir.exists():
             shutil.rmtree(ns_dir)
+        (ns_dir / "etc-upper").mkdir(parents=True)
+        (ns_dir / "etc-work").mkdir()
+        return ns_dir
+
+    def _run_isolated(
+        self,
+        ns_dir: Path,
+        argv: Sequence[str],
+        etc_files: Mapping[str, str],
+        needed: Sequence[Path],
+        timeout: float,
+        feed: tuple[Path, Path] | None = None,
+    ) -> SwupdateResult:
+        """Run *argv* in a new mount namespace: overlay /etc (+ *etc_files*), fresh /tmp."""
         upper, work = ns_dir / "etc-upper", ns_dir / "etc-work"
-        upper.mkdir(parents=True)
-        work.mkdir()
 
         host_tmp = Path("/tmp").resolve()
         binds: list[Path] = []
@@ -442,26 +581,12 @@ class SwupdateSandbox:
         cmd = ["unshare", "-m", "--propagation", "private", "--",
                sys.executable, "-I", "-c", _INNER, json.dumps(spec)]
         with _global_lock():
-            proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # own process group: a timeout kills swupdate's children too
-            )
-            try:
-                raw, _ = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                raw, _ = proc.communicate()
-                raise subprocess.TimeoutExpired(cmd[-1:], timeout, output=raw) from None
-        output = raw.decode("utf-8", errors="replace")
-        if proc.returncode == SETUP_FAILED_EXIT and _SETUP_FAILED_PREFIX in output:
+            returncode, output = _run_streaming(cmd, timeout, feed)
+        if returncode == SETUP_FAILED_EXIT and _SETUP_FAILED_PREFIX in output:
             raise SandboxError(output.strip())
-        if proc.returncode != 0 and not output.strip():
-            raise SandboxError(f"unshare/sandbox wrapper exited {proc.returncode} without output")
-        return SwupdateResult(proc.returncode, output)
+        if returncode != 0 and not output.strip():
+            raise SandboxError(f"unshare/sandbox wrapper exited {returncode} without output")
+        return SwupdateResult(returncode, output)
 
 
 @functools.lru_cache(maxsize=1)
@@ -475,13 +600,15 @@ def swupdate_available() -> str | None:
         return "swupdate sandbox needs Linux"
     missing = [t for t in _TOOLS if shutil.which(t) is None]
     if missing:
-        return "missing tools: " + ", ".join(missing) + " (apt install swupdate libubootenv-tool u-boot-tools util-linux)"
+        hint = "apt install swupdate libubootenv-tool u-boot-tools util-linux"
+        return f"missing tools: {', '.join(missing)} ({hint})"
     if os.geteuid() != 0:
         return "swupdate sandbox needs root (mount namespaces, overlayfs)"
     try:
         with tempfile.TemporaryDirectory(prefix="swupdate-sandbox-probe-") as tmp:
             sandbox = SwupdateSandbox(Path(tmp), slot_size=4096)
             result = sandbox._run_isolated(
+                sandbox._new_run_dir(),
                 ["sh", "-c", 'test -s /etc/fw_env.config && test -f "$1" && test ! -e /tmp/sockinstctrl', "sh",
                  str(sandbox.fw_env_config)],
                 etc_files={"fw_env.config": sandbox.fw_env_config.read_text()},
