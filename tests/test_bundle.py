@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import extract, read_members, require, tampered, write_image
 from pyvorin import aes, libconfig
+
+from helpers import extract, read_members, require, tampered, write_image
 
 
 def _build(cli, spec: Path, out: Path, keys, *extra: str | Path) -> Path:

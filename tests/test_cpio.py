@@ -11,10 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import require
 from pyvorin import cpio
 from pyvorin.errors import BundleError
 from pyvorin.hashing import byte_sum
+
+from helpers import require
 
 
 def _archive(members: list[tuple[str, bytes]], mtime: int = 0) -> bytes:

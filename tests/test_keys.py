@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from helpers import require
 from pyvorin import aes
+
+from helpers import require
 
 
 def _mode(path: Path) -> int:

@@ -11,11 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from helpers import require
 from pyvorin import cms
 from pyvorin.errors import KeyError_, PyvorinError, VerificationError
 from pyvorin.signers import Scheme, open_signer
 from pyvorin.signing import SigningOptions, load_certificates, sign_content
+
+from helpers import require
 
 CONTENT = b'software = { version = "1.0"; };\n'
 

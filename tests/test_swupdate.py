@@ -12,6 +12,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+
 from helpers import tampered, write_image
 from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox, swupdate_available
 
