@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import aes
 from .archive import SIGNATURE, SW_DESCRIPTION, open_bundle
-from .cpio import MAX_SIZE, CpioWriter
+from .cpio import MAX_SIZE, CpioWriter, member_chunks
 from .errors import BundleError, SpecError
 from .fsutil import atomic_output
 from .hashing import Digest, byte_sum, digest_chunks, file_chunks, sha256_file
@@ -151,5 +151,8 @@ def sign_bundle(source: Path, output: Path, signing: SigningOptions, *, replace:
             writer.add_bytes(SW_DESCRIPTION, bundle.sw_description, byte_sum(bundle.sw_description))
             writer.add_bytes(SIGNATURE, signature, byte_sum(signature))
             for member in bundle.payloads:
-                writer.add_from_fd(member.name, member.size, member.checksum, fd, member.data_offset)
+                checksum = member.checksum
+                if not member.crc:  # a 070701 input has no checksums; ours must carry them
+                    checksum = digest_chunks(member_chunks(bundle.handle, member)).cpio_sum
+                writer.add_from_fd(member.name, member.size, checksum, fd, member.data_offset)
             writer.finish()
