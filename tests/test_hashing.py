@@ -39,3 +39,16 @@ def test_cpio_sum_wraps_at_32_bits() -> None:
     digest = digest_chunks(chunk for _ in range(17))
     assert digest.cpio_sum == (255 * 17 * (1 << 20)) & 0xFFFFFFFF
     assert digest.cpio_sum != 255 * 17 * (1 << 20)
+
+
+def test_parallel_file_digest_equals_streamed(tmp_path) -> None:
+    from pyvorin.hashing import PARALLEL_MIN_SIZE, digest_file, file_chunks
+
+    path = tmp_path / "big.img"
+    with open(path, "wb") as handle:  # 0xFF-heavy data wraps the 32-bit sum several times over
+        handle.write(b"\xff" * PARALLEL_MIN_SIZE)
+        handle.write(bytes(range(256)) * 4099)
+    streamed = digest_chunks(file_chunks(path))
+    for workers in (2, 3, 7):
+        assert digest_file(path, workers=workers) == streamed
+    assert streamed.cpio_sum == (255 * PARALLEL_MIN_SIZE + sum(range(256)) * 4099) & 0xFFFFFFFF

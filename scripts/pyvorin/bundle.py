@@ -18,7 +18,7 @@ from .archive import SIGNATURE, SW_DESCRIPTION, open_bundle
 from .cpio import MAX_SIZE, CpioWriter, member_chunks
 from .errors import BundleError, SpecError
 from .fsutil import atomic_output
-from .hashing import Digest, byte_sum, digest_chunks, file_chunks, sha256_file
+from .hashing import Digest, byte_sum, digest_chunks, digest_file, file_chunks, sha256_file
 from .signing import SigningOptions, sign_content
 from .spec import COMPRESSION_MAGIC, Artifact, Compression, ReleaseSpec, Script
 from .swdesc import PayloadInfo, render_sw_description
@@ -80,7 +80,7 @@ def prepare(spec: ReleaseSpec, aes_key: aes.AesKey | None) -> list[Payload]:
             iv = aes.derive_iv(aes_key, item.name, sha256_file(item.source))
             digest = digest_chunks(aes.encrypt_chunks(file_chunks(item.source), aes_key, iv))
         else:
-            digest = digest_chunks(file_chunks(item.source))
+            digest = digest_file(item.source)
         payloads.append(Payload(item.name, item.source, digest, iv, identity))
     return payloads
 
