@@ -91,7 +91,7 @@ def test_same_input_same_bytes() -> None:
     assert _archive(members, mtime=1700000000) != _archive(members)
 
 
-@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "..", "/abs", "x..y"])
+@pytest.mark.parametrize("name", ["../etc/passwd", "a/b", "..", "/abs", "-rf", "a\\b", "bell\x07"])
 def test_hostile_member_names_are_refused(name: str) -> None:
     head = cpio.header(1, cpio.REG_FILE, 3, name, byte_sum(b"abc"))
     data = head + b"abc\x00" + cpio.header(0, 0, 0, cpio.TRAILER, 0)

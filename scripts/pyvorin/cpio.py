@@ -157,7 +157,7 @@ def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
         data_offset = offset + HEADER_LEN + namesize + _pad(HEADER_LEN + namesize)
         if name == TRAILER:
             return
-        if "/" in name or name in {".", ".."} or ".." in name or name.startswith("-"):
+        if "/" in name or "\\" in name or name in {".", ".."} or name.startswith("-") or not name.isprintable():
             raise BundleError(f"hostile member name {name!r} at offset {offset}: bundle members must be plain file names")
         if data_offset + size > file_size:
             raise BundleError(f"truncated bundle: member {name!r} needs {size} bytes past the end of the file")
