@@ -1,0 +1,39 @@
+SUMMARY = "Pyvorin Edge OS image"
+DESCRIPTION = "Read-only root file system with /etc as an overlay on the \
+               persistent /data partition, updated A/B by SWUpdate."
+HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"
+SECTION = "images"
+LICENSE = "MIT"
+
+inherit core-image pyvorin_image_policy
+
+# read-only-rootfs: the root is mounted read-only and replaced whole, per slot.
+# overlayfs-etc: /etc is an overlay whose upper layer lives on /data, so
+# systemd commits /etc/machine-id there on first boot and it survives updates.
+IMAGE_FEATURES += "read-only-rootfs overlayfs-etc ssh-server-openssh"
+
+IMAGE_INSTALL = "packagegroup-core-boot \
+                 pyvorin-hwrevision \
+                 ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate', '', d)} \
+                 ${CORE_IMAGE_EXTRA_INSTALL} \
+                "
+
+IMAGE_LINGUAS = ""
+
+# /data: agent state and the /etc overlay; an update never touches it.
+OVERLAYFS_ETC_MOUNT_POINT = "/data"
+OVERLAYFS_ETC_FSTYPE = "ext4"
+OVERLAYFS_ETC_MOUNT_OPTIONS = "defaults,nodev,nosuid"
+OVERLAYFS_ETC_DEVICE:rpi = "/dev/mmcblk0p4"
+OVERLAYFS_ETC_DEVICE:tegra = "/dev/disk/by-partlabel/UDA"
+
+# The update bundle ships the root file system compressed; SWUpdate streams
+# it into the inactive slot.
+IMAGE_FSTYPES:append = " ext4.gz"
+
+# Raspberry Pi: boot, root A, root B, data (wic/pyvorin-rpi-ab.wks.in).
+PYVORIN_ROOTFS_SLOT_SIZE ??= "2048"
+PYVORIN_DATA_SIZE ??= "1024"
+WKS_FILE:rpi = "pyvorin-rpi-ab.wks.in"
+WICVARS:append:rpi = " PYVORIN_ROOTFS_SLOT_SIZE PYVORIN_DATA_SIZE"
+IMAGE_FSTYPES:append:rpi = " wic.bz2 wic.bmap"

@@ -1,0 +1,28 @@
+SUMMARY = "Hardware revision file for SWUpdate"
+DESCRIPTION = "Writes /etc/hwrevision as '<machine> <revision>': SWUpdate \
+               refuses bundles whose hardware-compatibility does not list it."
+HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"
+SECTION = "base"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+SRC_URI = "file://hwrevision.in"
+
+S = "${WORKDIR}"
+
+INHIBIT_DEFAULT_DEPS = "1"
+
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+
+do_install() {
+    install -d ${D}${sysconfdir}
+    sed -e 's,@MACHINE@,${MACHINE},' -e 's,@REVISION@,${PYVORIN_HW_REVISION},' \
+        ${S}/hwrevision.in > ${D}${sysconfdir}/hwrevision
+    chmod 0644 ${D}${sysconfdir}/hwrevision
+}
+
+# The file names the machine: one package per machine.
+PACKAGE_ARCH = "${MACHINE_ARCH}"
+
+FILES:${PN} += "${sysconfdir}/hwrevision"

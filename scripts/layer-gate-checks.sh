@@ -1,0 +1,31 @@
+#!/bin/bash
+# Runs inside `kas shell` for one machine (called by scripts/layer-gate.sh):
+# parse, check the image's configuration, dry-run the image and the bundle.
+set -euo pipefail
+
+say() { echo "gate: $*"; }
+
+bitbake -p
+say "bitbake -p: parsed"
+
+env_dump=$(mktemp)
+trap 'rm -f "$env_dump"' EXIT
+bitbake -e pyvorin-image > "$env_dump"
+value() { sed -n "s/^$1=\"\\(.*\\)\"\$/\\1/p" "$env_dump" | tail -n 1; }
+
+image_features=" $(value IMAGE_FEATURES) "
+distro_features=" $(value DISTRO_FEATURES) "
+for want in read-only-rootfs overlayfs-etc; do
+    [[ $image_features == *" $want "* ]] || { echo "IMAGE_FEATURES lacks $want: $image_features"; exit 1; }
+done
+for bad in debug-tweaks empty-root-password allow-empty-password allow-root-login tools-debug dev-pkgs dbg-pkgs package-management; do
+    [[ $image_features != *" $bad "* ]] || { echo "IMAGE_FEATURES has $bad: $image_features"; exit 1; }
+done
+for want in systemd usrmerge pam seccomp apparmor pyvorin-update pyvorin-hardening; do
+    [[ $distro_features == *" $want "* ]] || { echo "DISTRO_FEATURES lacks $want: $distro_features"; exit 1; }
+done
+[ "$(value DISTRO)" = pyvorin ] || { echo "DISTRO is not pyvorin"; exit 1; }
+say "bitbake -e pyvorin-image: IMAGE_FEATURES=[${image_features# }] DISTRO_FEATURES ok"
+
+bitbake -n pyvorin-image pyvorin-update-image
+say "bitbake -n pyvorin-image pyvorin-update-image: ok"

@@ -1,0 +1,142 @@
+#!/bin/bash
+# The layer's parse gate: a real BitBake parse and dry run of pyvorin-image and
+# pyvorin-update-image for every machine, against the pinned upstream layers
+# cloned locally (they are never part of this repository).
+#
+#   scripts/layer-gate.sh                       # all machines
+#   scripts/layer-gate.sh raspberrypi4-64       # one machine
+#
+# Environment:
+#   PYVORIN_LAYERS  directory holding clones of poky, meta-openembedded,
+#                   meta-swupdate, meta-security, meta-raspberrypi, meta-tegra
+#                   (default: ../layers beside this repository)
+#   PYVORIN_GATE_BUILD  work directory (default: $PYVORIN_LAYERS/gate)
+#   PYVORIN_GATE_USER   unprivileged user to run bitbake as when started as root
+#                   (bitbake refuses root; default: builder)
+#   KAS             the kas command (default: kas on PATH, else /opt/kas-venv/bin/kas)
+#
+# Without the layers it prints a loud SKIP and exits 0, as in CI, where the
+# static layer checks (tests/test_layer.py) run instead.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+layers=${PYVORIN_LAYERS:-$(dirname "$repo")/layers}
+machines=("$@")
+[ ${#machines[@]} -gt 0 ] || machines=(raspberrypi4-64 raspberrypi5 jetson-orin-nano-devkit)
+
+skip() {
+    printf '\n%s\n' "##########################################################################"
+    printf '%s\n' "## LAYER GATE SKIPPED: $1"
+    printf '%s\n' "## The BitBake parse of meta-pyvorin did NOT run. See README, 'Layer gate'."
+    printf '%s\n\n' "##########################################################################"
+    exit 0
+}
+
+for name in poky meta-openembedded meta-swupdate meta-security meta-raspberrypi meta-tegra; do
+    [ -d "$layers/$name/.git" ] || skip "no clone of $name in $layers (set PYVORIN_LAYERS)"
+done
+kas=${KAS:-$(command -v kas || echo /opt/kas-venv/bin/kas)}
+[ -x "$kas" ] || skip "kas is not installed (pip install kas)"
+
+build=${PYVORIN_GATE_BUILD:-$layers/gate}
+mkdir -p "$build"
+
+# Point every pinned repository at its local clone; branch and commit stay as
+# pinned, so kas itself proves each commit is on its branch.  kas wants every
+# file of a concatenation in one repository: the override lives in this
+# repo's ignored build/ directory.
+mkdir -p "$repo/build/layer-gate"
+pinned_commit() {  # repo name -> the commit kas/ pins it to
+    awk -v repo="  $1:" '$0 == repo {found=1; next} found && /^  [^ ]/ {found=0}
+        found && $1 == "commit:" {print $2; exit}' "$repo"/kas/pyvorin.yml "$repo"/kas/machine/*.yml
+}
+
+# kas clones whole repositories; a snapshot may lack old objects (files of
+# 4 MiB+ in history), so clone a shallow mirror that reaches the pinned commit.
+shallow_mirror() {  # repo name: make $build/mirrors/<name> hold the pinned commit
+    local name=$1 commit mirror tries=0
+    commit=$(pinned_commit "$name")
+    mirror="$build/mirrors/$name"
+    if [ ! -d "$mirror/.git" ]; then
+        git -c safe.directory='*' clone -q --depth 1 --single-branch --branch scarthgap \
+            "file://$layers/$name" "$mirror"
+    fi
+    until git -c safe.directory='*' -C "$mirror" cat-file -e "$commit^{commit}" 2>/dev/null; do
+        tries=$((tries + 1))
+        if [ $tries -gt 40 ]; then
+            echo "$name: pinned commit $commit is not on scarthgap in $layers/$name" >&2
+            exit 1
+        fi
+        git -c safe.directory='*' -C "$mirror" fetch -q --deepen 50 origin scarthgap
+    done
+}
+
+write_override() {  # machine -> override file path
+    local bsp file
+    case "$1" in
+        raspberrypi*) bsp=meta-raspberrypi ;;
+        jetson*) bsp=meta-tegra ;;
+        *) echo "unknown machine $1" >&2; return 1 ;;
+    esac
+    file="$repo/build/layer-gate/local-layers-$1.yml"
+    {
+        echo "header:"
+        echo "  version: 14"
+        echo "repos:"
+        for name in poky meta-openembedded meta-swupdate meta-security "$bsp"; do
+            echo "  $name:"
+            echo "    url: file://$build/mirrors/$name"
+        done
+        echo "local_conf_header:"
+        echo "  pyvorin-gate: |"
+        echo "    BB_NO_NETWORK = \"1\""
+        echo "    PYVORIN_KEYS_DIR = \"$build/keys\""
+    } > "$file"
+    echo "$file"
+}
+
+for name in poky meta-openembedded meta-swupdate meta-security meta-raspberrypi meta-tegra; do
+    shallow_mirror "$name"
+done
+
+# Dev keys for the bundle recipe (the layer has none and must not).
+if [ ! -f "$build/keys/manifest.json" ]; then
+    PYTHONPATH="$repo/scripts" python3 -m pyvorin keys init "$build/keys" --only swupdate --key-size 2048
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    # The unprivileged user reads root-owned checkouts; kas runs git with a
+    # private HOME, so only the system git config can vouch for them.
+    for dir in "$repo" "$layers"/poky "$layers"/meta-* "$layers"/poky/.git "$layers"/meta-*/.git; do
+        git config --system --get-all safe.directory 2>/dev/null | grep -qxF "$dir" \
+            || git config --system --add safe.directory "$dir"
+    done
+fi
+
+as_builder() {
+    if [ "$(id -u)" = 0 ]; then
+        user=${PYVORIN_GATE_USER:-builder}
+        chown -R "$user" "$build"
+        runuser -u "$user" -- env HOME="$(getent passwd "$user" | cut -d: -f6)" LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 "$@"
+    else
+        "$@"
+    fi
+}
+
+status=0
+for machine in "${machines[@]}"; do
+    echo "== $machine"
+    log="$build/$machine.log"
+    override=$(write_override "$machine")
+    start=$(date +%s)
+    if as_builder env KAS_WORK_DIR="$build/work" KAS_BUILD_DIR="$build/build-$machine" \
+        "$kas" shell "$repo/kas/$machine.yml:$override" -c "$repo/scripts/layer-gate-checks.sh" >"$log" 2>&1; then
+        echo "   PASS ($(( $(date +%s) - start )) s) - log: $log"
+        grep '^gate:' "$log" | sed 's/^/   /'
+    else
+        echo "   FAIL ($(( $(date +%s) - start )) s) - log: $log"
+        tail -n 30 "$log" | sed 's/^/   | /'
+        status=1
+    fi
+done
+exit $status

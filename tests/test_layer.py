@@ -1,0 +1,206 @@
+"""Static rules of the layer and the kas tree (CI has no upstream layers; the
+BitBake parse itself is scripts/layer-gate.sh)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import ROOT, require, write_members
+
+LAYER = ROOT / "meta-pyvorin"
+KAS = ROOT / "kas"
+KAS_FILES = sorted(KAS.rglob("*.yml"))
+RECIPES = sorted(p for p in LAYER.rglob("*") if p.suffix in {".bb", ".bbappend", ".bbclass", ".inc"}
+                 and "conf" not in p.relative_to(LAYER).parts[:1])
+
+
+def _tracked_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return [ROOT / line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+@pytest.mark.parametrize("path", KAS_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_kas_files_match_the_kas_schema(path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    configschema = pytest.importorskip("kas.configschema")
+    config = yaml.safe_load(path.read_text())
+    jsonschema.validate(config, configschema.CONFIGSCHEMA)
+    for include in config["header"].get("includes", []):
+        assert (ROOT / include).is_file(), f"{path.name} includes missing {include}"
+
+
+def test_every_remote_repo_is_pinned_to_a_full_commit_of_scarthgap() -> None:
+    seen: dict[str, str] = {}
+    for path in KAS_FILES:
+        for name, repo in (yaml.safe_load(path.read_text()).get("repos") or {}).items():
+            if repo is None or "url" not in repo:
+                continue
+            where = f"{path.relative_to(ROOT)}: repo {name}"
+            assert "refspec" not in repo and "tag" not in repo, f"{where}: pin by branch + commit"
+            assert repo.get("branch") == "scarthgap", f"{where}: branch must be scarthgap"
+            assert re.fullmatch(r"[0-9a-f]{40}", str(repo.get("commit", ""))), f"{where}: commit must be a full SHA"
+            assert seen.setdefault(name, repo["commit"]) == repo["commit"], f"{where}: pinned twice, differently"
+    assert {"poky", "meta-openembedded", "meta-swupdate", "meta-security", "meta-raspberrypi", "meta-tegra"} <= set(seen)
+
+
+def test_machine_fragments_hold_only_machine_and_bsp() -> None:
+    for path in sorted((KAS / "machine").glob("*.yml")):
+        config = yaml.safe_load(path.read_text())
+        assert set(config) <= {"header", "machine", "repos", "local_conf_header"}, path.name
+        assert config["machine"] == path.stem
+        assert len(config["repos"]) == 1, f"{path.name}: only the BSP repository"
+
+
+def test_entry_files_build_the_image_and_bundle_per_machine() -> None:
+    for machine in ("raspberrypi4-64", "raspberrypi5", "jetson-orin-nano-devkit"):
+        config = yaml.safe_load((KAS / f"{machine}.yml").read_text())
+        assert config["header"]["includes"][:2] == ["kas/pyvorin.yml", f"kas/machine/{machine}.yml"]
+    base = yaml.safe_load((KAS / "pyvorin.yml").read_text())
+    assert base["distro"] == "pyvorin" and base["target"] == ["pyvorin-image", "pyvorin-update-image"]
+
+
+LAYER_VARS = re.compile(
+    r"^(BBPATH|BBFILES|BBFILE_COLLECTIONS|BBFILE_PATTERN_pyvorin|BBFILE_PRIORITY_pyvorin|LAYERVERSION_pyvorin|"
+    r"LAYERDEPENDS_pyvorin|LAYERRECOMMENDS_pyvorin|LAYERSERIES_COMPAT_pyvorin|BBFILES_DYNAMIC)\s*(\.=|\+=|=)"
+)
+
+
+def test_layer_conf_sets_only_layer_variables() -> None:
+    text = (LAYER / "conf" / "layer.conf").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    for line in logical.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert LAYER_VARS.match(line), f"layer.conf may only set layer variables: {line.strip()}"
+    assert 'LAYERSERIES_COMPAT_pyvorin = "scarthgap"' in text
+
+
+def test_every_bbappend_is_a_one_line_gate() -> None:
+    appends = sorted(LAYER.rglob("*.bbappend"))
+    assert appends
+    gate = re.compile(r"^require \$\{@bb\.utils\.contains\('DISTRO_FEATURES', '[\w-]+', '[\w%-]+\.inc', '', d\)\}$")
+    for path in appends:
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        assert len(lines) == 1 and gate.match(lines[0]), f"{path.relative_to(ROOT)} is not a one-line gate"
+        included = re.search(r"'([\w%-]+\.inc)'", lines[0]).group(1)  # type: ignore[union-attr]
+        assert (path.parent / included).is_file(), f"{path.name} gates a missing {included}"
+
+
+def test_distro_layer_has_no_machine_settings() -> None:
+    assert not (LAYER / "conf" / "machine").exists()
+    for path in (LAYER / "conf" / "distro").rglob("*"):
+        if path.is_file():
+            assert not re.search(r"^\s*MACHINE\s*[?:]*=", path.read_text(), re.M), path.name
+
+
+def test_no_private_key_or_password_in_the_tree() -> None:
+    for path in _tracked_files():
+        data = path.read_bytes()
+        pem = re.search(rb"(?m)^-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=:, -]{20,}", data)
+        assert not pem, f"private key in {path}"
+    forbidden = re.compile(r"debug-tweaks|empty-root-password|allow-empty-password|allow-root-login|AUTOREV")
+    allowed = {KAS / "opt" / "debug.yml", LAYER / "classes-recipe" / "pyvorin_image_policy.bbclass",
+               ROOT / "scripts" / "layer-gate-checks.sh"}
+    for path in [*KAS_FILES, *(p for p in LAYER.rglob("*") if p.is_file())]:
+        if path not in allowed:
+            assert not forbidden.search(path.read_text(errors="replace")), f"{path.relative_to(ROOT)}"
+
+
+def test_oelint_adv_finds_nothing() -> None:
+    require("oelint-adv")
+    rel = [str(p.relative_to(ROOT)) for p in RECIPES]
+    result = subprocess.run(["oelint-adv", *rel], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
+        result.stdout + result.stderr
+
+
+TEMPLATES = {
+    "rpi": ("raspberrypi4-64", "/dev/mmcblk0p3", "/dev/mmcblk0p2"),
+    "tegra": ("jetson-orin-nano-devkit", "/dev/disk/by-partlabel/APP_b", "/dev/disk/by-partlabel/APP"),
+}
+
+
+def _render_template(family: str, image_name: str, image: bytes) -> bytes:
+    """Expand the layer's sw-description as meta-swupdate does (@@VAR@@, $swupdate_get_sha256)."""
+    machine = TEMPLATES[family][0]
+    text = (LAYER / "dynamic-layers/swupdate/recipes-core/images/files" / family / "sw-description").read_text()
+    values = {"DISTRO_VERSION": "2026.11", "DISTRO_NAME": "Pyvorin Edge OS", "MACHINE": machine,
+              "PYVORIN_HW_REVISION": "1.0", "PYVORIN_SOFTWARE_SET": "stable", "PYVORIN_BUNDLE_ROOTFS": image_name}
+    text = re.sub(r"@@(\w+)@@", lambda m: values[m.group(1)], text)
+    text = text.replace(f"$swupdate_get_sha256({image_name})", hashlib.sha256(image).hexdigest())
+    assert "@@" not in text and "$swupdate" not in text
+    return text.encode()
+
+
+@pytest.mark.parametrize("family", sorted(TEMPLATES))
+def test_layer_sw_description_is_what_swupdate_expects(family: str) -> None:
+    from pyvorin import libconfig
+
+    machine, copy1_device, copy2_device = TEMPLATES[family]
+    tree = libconfig.parse(_render_template(family, "rootfs.ext4.gz", b"x").decode())
+    board = tree["software"][machine]
+    assert board["hardware-compatibility"] == ["1.0"]
+    assert board["stable"]["copy1"]["images"][0]["device"] == copy1_device
+    assert board["stable"]["copy2"]["images"][0]["device"] == copy2_device
+
+
+@pytest.mark.swupdate
+@pytest.mark.parametrize("family", sorted(TEMPLATES))
+def test_real_swupdate_accepts_a_bundle_made_from_the_layer_template(family: str, keys, tmp_path: Path) -> None:
+    from pyvorin.signing import SigningOptions, sign_content
+
+    from swupdate_sandbox import SwupdateSandbox, swupdate_available
+
+    if swupdate_available():
+        pytest.skip(f"real swupdate unavailable: {swupdate_available()}")
+    machine = TEMPLATES[family][0]
+    name = f"pyvorin-image-{machine}.rootfs.ext4.gz"
+    image = gzip.compress(b"\x00" * 65536, mtime=0)
+    description = _render_template(family, name, image)
+    signature = sign_content(description, SigningOptions(str(keys.key), keys.cert))
+    swu = write_members(tmp_path / "layer.swu", [("sw-description", description),
+                                                 ("sw-description.sig", signature), (name, image)])
+    sandbox = SwupdateSandbox(tmp_path / "sbx", board=machine)
+    for select in ("stable,copy1", "stable,copy2"):
+        result = sandbox.install(swu, keys.ca, select, check_only=True)
+        assert result.succeeded, result.output
+
+
+def test_slot_selection_script_picks_the_other_slot(tmp_path: Path) -> None:
+    """The device-side helper behind `swupdate -e stable,<copy>`, run by /bin/sh."""
+    source = (LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files/pyvorin-swupdate-select").read_text()
+    slot_a, slot_b, other = (tmp_path / n for n in ("p2", "p3", "p9"))
+    for node in (slot_a, slot_b, other):
+        node.touch()
+    (tmp_path / "by-label-a").symlink_to(slot_a)
+    script = tmp_path / "select"
+    script.write_text(source.replace("@SLOT_A@", str(tmp_path / "by-label-a")).replace("@SLOT_B@", str(slot_b)))
+    script.chmod(0o755)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    findmnt = bindir / "findmnt"
+    for root, expected in ((slot_a, "copy1"), (slot_b, "copy2"), (other, None)):
+        findmnt.write_text(f"#!/bin/sh\necho {root}\n")
+        findmnt.chmod(0o755)
+        result = subprocess.run(["/bin/sh", script], capture_output=True, text=True, check=False,
+                                env={"PATH": f"{bindir}:/usr/bin:/bin"})
+        if expected:
+            assert result.returncode == 0 and result.stdout.strip() == expected, result.stderr
+        else:
+            assert result.returncode != 0 and "neither slot A" in result.stderr
+
+
+def test_gate_skips_loudly_without_layers(tmp_path: Path) -> None:
+    result = subprocess.run(["bash", ROOT / "scripts" / "layer-gate.sh"], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "PYVORIN_LAYERS": str(tmp_path / "none")}, check=False)
+    assert result.returncode == 0
+    assert "LAYER GATE SKIPPED" in result.stdout and "did NOT run" in result.stdout
+
+
