@@ -139,4 +139,16 @@ for machine in "${machines[@]}"; do
         status=1
     fi
 done
+if [ $status = 0 ] && [ -z "${PYVORIN_GATE_SKIP_CHECK_LAYER:-}" ]; then
+    echo "== yocto-check-layer meta-pyvorin"
+    log="$build/yocto-check-layer.log"
+    start=$(date +%s)
+    if as_builder "$repo/scripts/layer-gate-check-layer.sh" "$repo" "$build/work" "$build/check-layer" >"$log" 2>&1; then
+        echo "   PASS ($(( $(date +%s) - start )) s) - log: $log"
+    else
+        echo "   FAIL ($(( $(date +%s) - start )) s) - log: $log"
+        status=1
+    fi
+    grep -E '^(INFO|ERROR): (test_|SUMMARY|Ran |OK|FAILED)|^INFO: .*(PASS|FAIL|SKIP)' "$log" | sed 's/^/   /' || true
+fi
 exit $status

@@ -204,3 +204,16 @@ def test_gate_skips_loudly_without_layers(tmp_path: Path) -> None:
     assert "LAYER GATE SKIPPED" in result.stdout and "did NOT run" in result.stdout
 
 
+
+
+def test_kas_menu_offers_every_fragment() -> None:
+    kconfiglib = pytest.importorskip("kconfiglib")
+    config = kconfiglib.Kconfig(str(KAS / "Kconfig"), warn_to_stderr=False)
+    offered = set()
+    for name, symbol in config.syms.items():
+        if name.startswith("KAS_INCLUDE_"):
+            for default, _ in symbol.defaults:
+                offered.add(default.str_value)
+    fragments = {str(p.relative_to(ROOT)) for p in KAS_FILES if p.parent != KAS or p.name == "pyvorin.yml"}
+    assert offered == fragments
+    assert not config.warnings, config.warnings
