@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import bundle, inspect, keys, sign, swdesc, verify
+from .commands import bundle, delta, inspect, keys, sign, swdesc, verify
 from .errors import PyvorinError, VerificationError
 
-COMMANDS = (keys, swdesc, bundle, sign, verify, inspect)
+COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, delta)
 
 DESCRIPTION = """\
 Release tooling for Pyvorin Edge devices running SWUpdate.

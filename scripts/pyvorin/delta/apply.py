@@ -1,0 +1,110 @@
+"""Applying a windowed delta from the active slot to the inactive one.
+
+This is what runs on the device (SWUpdate calls it through its Lua handler),
+so memory stays small: COPY and ZERO stream in 1 MiB chunks, and a PATCH
+writes its old extents and patch to a work directory and runs the C
+``bspatch`` on that one window.  Before writing anything the delta's own
+SHA-256 and the source slot's SHA-256 are checked; after writing, the target
+is read back and must hash to the new image's SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .container import Copy, DeltaError, Header, Patch, Zero, read_delta
+
+CHUNK = 1 << 20
+
+
+def _hash_range(fd: int, size: int) -> str:
+    sha = hashlib.sha256()
+    position = 0
+    while position < size:
+        data = os.pread(fd, min(CHUNK, size - position), position)
+        if not data:
+            break
+        sha.update(data)
+        position += len(data)
+    if position != size:
+        raise DeltaError(f"device is smaller than the image ({position} of {size} bytes)")
+    return sha.hexdigest()
+
+
+def check_delta(path: Path) -> Header:
+    """Read the whole delta once: structure and self-hash, before touching any slot."""
+    with open(path, "rb") as handle:
+        header, ops = read_delta(handle)
+        for _ in ops:
+            pass
+    return header
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = None,
+                bspatch: str = "bspatch") -> Header:
+    """Rebuild the new image on ``target`` from ``source`` (never written to)."""
+    header = check_delta(delta)
+    if shutil.which(bspatch) is None:
+        raise DeltaError(f"{bspatch} not found: it applies the delta's bsdiff windows")
+    src_fd = os.open(source, os.O_RDONLY)
+    try:
+        if _hash_range(src_fd, header.old_size) != header.old_sha256:
+            raise DeltaError(
+                f"{source} does not hold the delta's source image (sha256 differs): refusing to patch"
+            )
+        if os.path.realpath(source) == os.path.realpath(target):
+            raise DeltaError("source and target are the same device")
+        dst_fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)  # never truncate a slot
+        try:
+            with open(delta, "rb") as handle, tempfile.TemporaryDirectory(dir=workdir, prefix="pyvdelta-") as tmp:
+                _, ops = read_delta(handle)
+                for op in ops:
+                    if isinstance(op, Copy):
+                        done = 0
+                        while done < op.length:
+                            data = os.pread(src_fd, min(CHUNK, op.length - done), op.old_off + done)
+                            _write_all(dst_fd, data, op.new_off + done)
+                            done += len(data)
+                    elif isinstance(op, Zero):
+                        zeros = bytes(min(CHUNK, op.length))
+                        for done in range(0, op.length, CHUNK):
+                            _write_all(dst_fd, zeros[: min(CHUNK, op.length - done)], op.new_off + done)
+                    else:
+                        _write_all(dst_fd, _patch_window(src_fd, op, Path(tmp), bspatch), op.new_off)
+            os.fsync(dst_fd)
+            if _hash_range(dst_fd, header.new_size) != header.new_sha256:
+                raise DeltaError(f"{target}: the patched image does not match the delta's result sha256")
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return header
+
+
+def _patch_window(src_fd: int, op: Patch, tmp: Path, bspatch: str) -> bytes:
+    old_file, new_file, patch_file = tmp / "old", tmp / "new", tmp / "patch"
+    with open(old_file, "wb") as out:
+        for offset, length in op.extents:
+            out.write(os.pread(src_fd, length, offset))
+    patch_file.write_bytes(op.patch)
+    result = subprocess.run([bspatch, str(old_file), str(new_file), str(patch_file)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DeltaError(f"bspatch failed on the window at {op.new_off}: {result.stderr.strip()}")
+    data = new_file.read_bytes()
+    if len(data) != op.length:
+        raise DeltaError(f"bspatch produced {len(data)} bytes for a {op.length}-byte window")
+    return data

@@ -1,0 +1,329 @@
+"""Building a windowed delta: classify blocks, then bsdiff only changed windows.
+
+One pass indexes the old image's blocks (8-byte BLAKE2b per 4 KiB block) and
+hashes it; a second pass walks the new image block by block against that
+index: a block equal to the old one at the same offset, or to any old block,
+becomes a COPY; an all-zero block a ZERO; the rest gather into windows of at
+most ``window`` bytes, each diffed with bsdiff against a short list of old
+extents where its content most likely came from (the same offset, and where
+its neighbours were found), with long zero runs cut out of that source (the
+suffix sort of bsdiff degrades badly on them).  Windows are diffed by worker
+processes, as many as the memory budget allows, while results are written in
+order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PyvorinError
+from ..fsutil import atomic_output
+from .container import Copy, DeltaWriter, Header, Op, Patch, Zero
+
+BLOCK = 4096
+WINDOW = 4 << 20  # new bytes per bsdiff window
+PAD = 1 << 20  # old bytes around the same offset taken as a source, at most
+MIN_PAD = 256 << 10  # ... and at least
+GAP = 256 << 10  # unchanged bytes between changed runs that still join one window
+MAX_SOURCE = 12 << 20  # old bytes per window at most
+ZERO_RUN = 64 << 10  # zero runs this long are cut out of a source
+# bsdiff4 needs about 17 bytes per source byte plus both buffers.
+WORKER_BYTES = 17 * MAX_SOURCE + 3 * WINDOW + (32 << 20)
+MAIN_BYTES = 256 << 20  # block index, op list, buffers
+CHUNK = 1 << 20
+_ZERO_BLOCK = bytes(BLOCK)
+
+
+@dataclass(frozen=True)
+class DeltaReport:
+    old_size: int
+    new_size: int
+    delta_size: int
+    copy_bytes: int
+    zero_bytes: int
+    patched_bytes: int
+    windows: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A changed range of the new image and the old extents to diff it against."""
+
+    new_off: int
+    length: int
+    extents: tuple[tuple[int, int], ...] = ()
+    hints: tuple[int, ...] = ()  # old offsets where neighbouring content was found
+
+
+def _digest(block: bytes | memoryview) -> int:
+    return int.from_bytes(hashlib.blake2b(block, digest_size=8).digest(), "big")
+
+
+def _index_old(path: Path, size: int) -> tuple[dict[int, int], str]:
+    index: dict[int, int] = {}
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        offset = 0
+        while data := handle.read(CHUNK):
+            sha.update(data)
+            view = memoryview(data)
+            for start in range(0, len(data) - BLOCK + 1, BLOCK):
+                block = view[start : start + BLOCK]
+                if block != _ZERO_BLOCK:
+                    index.setdefault(_digest(block), offset + start)
+            offset += len(data)
+    if offset != size:
+        raise PyvorinError(f"{path}: changed size while it was read")
+    return index, sha.hexdigest()
+
+
+def _zero_free(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """Extents of [start, end) of the old image without zero runs of ZERO_RUN or more."""
+    extents: list[tuple[int, int]] = []
+    run_start = start
+    zero_from: int | None = None
+    position = start
+    while position < end:
+        block = os.pread(fd, min(BLOCK, end - position), position)
+        if not block:
+            break
+        if block == _ZERO_BLOCK[: len(block)]:
+            zero_from = position if zero_from is None else zero_from
+        else:
+            if zero_from is not None and position - zero_from >= ZERO_RUN:
+                if zero_from > run_start:
+                    extents.append((run_start, zero_from - run_start))
+                run_start = position
+            zero_from = None
+        position += len(block)
+    stop = zero_from if zero_from is not None and position - zero_from >= ZERO_RUN else position
+    if stop > run_start:
+        extents.append((run_start, stop - run_start))
+    return extents
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(s, e) for s, e in merged if e > s]
+
+
+def _source_for(fd: int, old_size: int, new_off: int, length: int, hints: list[int]) -> tuple[tuple[int, int], ...]:
+    """Old extents to diff new[new_off:+length] against, at most MAX_SOURCE bytes."""
+    # A small window needs little context: in-place edits stay in place.
+    pad = min(PAD, max(MIN_PAD, length))
+    ranges = []
+    for centre in [new_off, *hints]:
+        start = max(0, min(centre, old_size) - pad)
+        end = min(old_size, centre + length + pad)
+        ranges.append((start, end))
+    extents: list[tuple[int, int]] = []
+    total = 0
+    for start, end in _merge(ranges):
+        for off, ln in _zero_free(fd, start, end):
+            take = min(ln, MAX_SOURCE - total)
+            if take <= 0:
+                break
+            extents.append((off, take))
+            total += take
+    return tuple(extents)
+
+
+def _diff_window(old_path: str, new_path: str, window: _Window) -> bytes:
+    """Runs in a worker: bsdiff the window against its concatenated old extents."""
+    import bsdiff4
+
+    with open(old_path, "rb") as old, open(new_path, "rb") as new:
+        source = b"".join(os.pread(old.fileno(), ln, off) for off, ln in window.extents)
+        target = os.pread(new.fileno(), window.length, window.new_off)
+    return bytes(bsdiff4.diff(source, target))
+
+
+def _plan(old_path: Path, new_path: Path, index: dict[int, int], old_size: int,
+          new_size: int) -> tuple[list[Copy | Zero | _Window], str]:
+    """Walk the new image; return ops (windows still to diff) and its SHA-256."""
+    plan: list[Copy | Zero | _Window] = []
+    sha = hashlib.sha256()
+    changed_start: int | None = None
+
+    def flush_changed(end: int) -> None:
+        nonlocal changed_start
+        if changed_start is None:
+            return
+        before = plan[-1] if plan else None
+        hints = []
+        if isinstance(before, Copy) and before.old_off != before.new_off:
+            hints.append(before.old_off + before.length)
+        for start in range(changed_start, end, WINDOW):
+            plan.append(_Window(start, min(WINDOW, end - start), hints=tuple(hints)))
+        changed_start = None
+
+    def add(op: Copy | Zero) -> None:
+        last = plan[-1] if plan else None
+        if isinstance(op, Zero) and isinstance(last, Zero):
+            plan[-1] = Zero(last.new_off, last.length + op.length)
+        elif isinstance(op, Copy) and isinstance(last, Copy) and last.old_off + last.length == op.old_off:
+            plan[-1] = Copy(last.new_off, last.length + op.length, last.old_off)
+        else:
+            plan.append(op)
+
+    with open(old_path, "rb") as old, open(new_path, "rb") as new:
+        old_fd = old.fileno()
+        offset = 0
+        while data := new.read(CHUNK):
+            sha.update(data)
+            view = memoryview(data)
+            for start in range(0, len(data), BLOCK):
+                block = view[start : start + BLOCK]
+                position = offset + start
+                op: Copy | Zero | None = None
+                last = plan[-1] if plan and changed_start is None else None
+                # Prefer continuing the previous copy, then the same offset:
+                # long contiguous copies keep the op list (and the delta) short.
+                follow = last.old_off + last.length if isinstance(last, Copy) else -1
+                if 0 <= follow and follow + len(block) <= old_size and os.pread(old_fd, len(block), follow) == block:
+                    op = Copy(position, len(block), follow)
+                elif position + len(block) <= old_size and os.pread(old_fd, len(block), position) == block:
+                    op = Copy(position, len(block), position)
+                elif block == _ZERO_BLOCK[: len(block)]:
+                    op = Zero(position, len(block))
+                elif len(block) == BLOCK:
+                    found = index.get(_digest(block))
+                    if found is not None and os.pread(old_fd, BLOCK, found) == block:
+                        op = Copy(position, BLOCK, found)
+                if op is None:
+                    if changed_start is None:
+                        changed_start = position
+                    continue
+                flush_changed(position)
+                add(op)
+            offset += len(data)
+        flush_changed(offset)
+        if offset != new_size:
+            raise PyvorinError(f"{new_path}: changed size while it was read")
+        plan = _coalesce(plan)
+        # Now that every neighbour is known, pick each window's old source.
+        for i, item in enumerate(plan):
+            if isinstance(item, _Window):
+                hints = list(item.hints)
+                after = plan[i + 1] if i + 1 < len(plan) else None
+                if isinstance(after, Copy) and after.old_off != after.new_off:
+                    hints.append(max(0, after.old_off - item.length))
+                extents = _source_for(old_fd, old_size, item.new_off, item.length, hints)
+                plan[i] = _Window(item.new_off, item.length, extents)
+    return plan, sha.hexdigest()
+
+
+def _coalesce(plan: list[Copy | Zero | _Window]) -> list[Copy | Zero | _Window]:
+    """Join changed runs separated by short unchanged stretches into one window.
+
+    Many tiny windows cost a bsdiff start-up and a source each; one window of
+    up to WINDOW bytes with a few unchanged blocks inside costs less, and
+    bsdiff encodes the unchanged blocks almost for free.
+    """
+    out: list[Copy | Zero | _Window] = []
+    i = 0
+    while i < len(plan):
+        item = plan[i]
+        if not isinstance(item, _Window):
+            out.append(item)
+            i += 1
+            continue
+        start, end, hints = item.new_off, item.new_off + item.length, list(item.hints)
+        j = i + 1
+        while j < len(plan):
+            gap_end = j
+            gap = 0
+            while gap_end < len(plan) and not isinstance(plan[gap_end], _Window):
+                gap += plan[gap_end].length
+                gap_end += 1
+            if gap_end >= len(plan) or gap > GAP:
+                break
+            following = plan[gap_end]
+            if following.new_off + following.length - start > WINDOW:
+                break
+            end = following.new_off + following.length
+            hints.extend(following.hints)  # type: ignore[union-attr]
+            j = gap_end + 1
+        out.append(_Window(start, end - start, hints=tuple(dict.fromkeys(hints))))
+        i = j
+    return out
+
+
+def workers_for(memory: int) -> int:
+    if memory < MAIN_BYTES + WORKER_BYTES:
+        raise PyvorinError(
+            f"--memory {memory >> 20} MiB is too small: at least {(MAIN_BYTES + WORKER_BYTES) >> 20} MiB"
+        )
+    return max(1, min(os.cpu_count() or 1, (memory - MAIN_BYTES) // WORKER_BYTES))
+
+
+def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
+               progress: Callable[[int, int], None] | None = None) -> DeltaReport:
+    """Write a windowed delta turning ``old`` into ``new``; memory stays under ``memory``."""
+    try:
+        import bsdiff4  # noqa: F401
+    except ImportError:
+        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from None
+    for path in (old, new):
+        if not path.is_file() and not path.is_block_device():
+            raise PyvorinError(f"{path}: not found or not a file")
+    workers = workers_for(memory)
+    old_size, new_size = os.stat(old).st_size, os.stat(new).st_size
+    index, old_sha = _index_old(old, old_size)
+    plan, new_sha = _plan(old, new, index, old_size, new_size)
+    del index
+    windows = [p for p in plan if isinstance(p, _Window)]
+    header = Header(BLOCK, old_size, new_size, old_sha, new_sha, len(plan))
+    copied = sum(p.length for p in plan if isinstance(p, Copy))
+    zeros = sum(p.length for p in plan if isinstance(p, Zero))
+    with atomic_output(output) as handle, ProcessPoolExecutor(max_workers=workers) as pool:
+        writer = DeltaWriter(handle, header)
+        pending: list[Future[bytes]] = []
+        todo = iter(windows)
+
+        def refill() -> None:
+            # At most two windows per worker in flight: memory stays bounded.
+            while len(pending) < 2 * workers:
+                window = next(todo, None)
+                if window is None:
+                    return
+                pending.append(pool.submit(_diff_window, str(old), str(new), window))
+
+        refill()
+        done = 0
+        for item in plan:
+            if isinstance(item, _Window):
+                patch = pending.pop(0).result()
+                refill()
+                op: Op = Patch(item.new_off, item.length, item.extents, patch)
+                done += 1
+                if progress:
+                    progress(done, len(windows))
+            else:
+                op = item
+            writer.add(op)
+        writer.finish()
+    return DeltaReport(old_size, new_size, output.stat().st_size, copied, zeros,
+                       sum(w.length for w in windows), len(windows), workers)
+
+
+def terminal_progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r  diffing windows [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()

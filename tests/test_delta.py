@@ -1,0 +1,163 @@
+"""Deltas: Debian's bspatch and our windowed applier must rebuild NEW exactly."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyvorin.delta.apply import apply_delta, check_delta
+from pyvorin.delta.container import DeltaError
+from pyvorin.delta.make import make_delta
+
+from helpers import require
+
+pytest.importorskip("bsdiff4")
+
+
+def _roundtrip(tmp: Path, old: bytes, new: bytes, slot_fill: bytes = b"\x5a") -> Path:
+    (tmp / "old").write_bytes(old)
+    (tmp / "new").write_bytes(new)
+    report = make_delta(tmp / "old", tmp / "new", tmp / "d.pyvd")
+    assert report.new_size == len(new)
+    target = tmp / "slot"
+    target.write_bytes(slot_fill * (len(new) + 8192))  # a slot is larger than the image
+    apply_delta(tmp / "d.pyvd", tmp / "old", target)
+    assert target.read_bytes()[: len(new)] == new
+    return tmp / "d.pyvd"
+
+
+def _mutate(data: bytes, rng: random.Random, edits: int) -> bytes:
+    out = bytearray(data)
+    for _ in range(edits):
+        kind = rng.random()
+        at = rng.randrange(0, len(out) + 1)
+        if kind < 0.5 and out:
+            length = rng.randrange(1, 300)
+            out[at : at + length] = rng.randbytes(min(length, len(out) - at))
+        elif kind < 0.75:
+            out[at:at] = rng.randbytes(rng.randrange(1, 5000))
+        else:
+            del out[at : at + rng.randrange(1, 5000)]
+    return bytes(out)
+
+
+@given(seed=st.integers(0, 2**32 - 1), size=st.integers(0, 300_000), edits=st.integers(0, 20),
+       zero_share=st.floats(0, 0.9))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_windowed_delta_reproduces_new(tmp_path_factory: pytest.TempPathFactory, seed: int, size: int,
+                                       edits: int, zero_share: float) -> None:
+    rng = random.Random(seed)
+    blocks = [bytes(4096) if rng.random() < zero_share else rng.randbytes(4096) for _ in range(size // 4096 + 1)]
+    old = b"".join(blocks)[:size]
+    _roundtrip(tmp_path_factory.mktemp("d"), old, _mutate(old, rng, edits))
+
+
+@pytest.mark.parametrize("old,new", [
+    (b"", b""),
+    (b"", os.urandom(10000)),
+    (os.urandom(10000), b""),
+    (b"same" * 5000, b"same" * 5000),
+    (bytes(1 << 20), bytes(1 << 20) + b"x"),
+    (os.urandom(1 << 20), os.urandom(1 << 20)),
+], ids=["both-empty", "old-empty", "new-empty", "identical", "zeros-plus-one", "unrelated"])
+def test_edge_cases(tmp_path: Path, old: bytes, new: bytes) -> None:
+    _roundtrip(tmp_path, old, new)
+
+
+def test_unchanged_zero_and_moved_blocks_cost_almost_nothing(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    old = b"".join(rng.randbytes(4096) if i % 3 else bytes(4096) for i in range(2048))  # 8 MiB
+    new = bytearray(old)
+    new[4 << 20 : 5 << 20] = old[1 << 20 : 2 << 20]  # a file moved
+    delta = _roundtrip(tmp_path, old, bytes(new))
+    assert delta.stat().st_size < 4096, "copies and zeros must not be diffed"
+
+
+def test_ext4_images(tmp_path: Path) -> None:
+    """Two real root file systems a release apart: a few files change, one is added."""
+    require("mkfs.ext4")
+    rng = random.Random(9)
+    tree = tmp_path / "tree"
+    (tree / "usr/lib").mkdir(parents=True)
+    for i in range(60):
+        (tree / "usr/lib" / f"lib{i}.so").write_bytes(rng.randbytes(rng.randrange(10_000, 200_000)))
+    images = []
+    for version in (1, 2):
+        if version == 2:
+            for i in range(0, 60, 10):
+                path = tree / "usr/lib" / f"lib{i}.so"
+                data = bytearray(path.read_bytes())
+                data[100:200] = rng.randbytes(100)
+                path.write_bytes(bytes(data))
+            (tree / "usr/lib/new.so").write_bytes(rng.randbytes(300_000))
+        image = tmp_path / f"v{version}.ext4"
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", "-d", str(tree), "-U", "clear",
+                        "-E", "hash_seed=6a1d3b1e-0d7c-4c43-9a55-3c2f8f1e7a10", str(image), "32M"],
+                       check=True, env={**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000"})
+        images.append(image.read_bytes())
+    delta = _roundtrip(tmp_path, images[0], images[1])
+    # The new file and six edits: well under the 300 kB of new content plus overhead.
+    assert delta.stat().st_size < 400_000
+
+
+def test_plain_bsdiff_is_applied_by_debian_bspatch(cli, tmp_path: Path) -> None:
+    require("bspatch")
+    rng = random.Random(3)
+    old = rng.randbytes(200_000)
+    new = _mutate(old, rng, 10)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(new)
+    cli("delta", tmp_path / "old", tmp_path / "new", "-o", tmp_path / "p", "--format", "bsdiff", "--no-report",
+        check=True)
+    assert (tmp_path / "p").read_bytes().startswith(b"BSDIFF40")
+    subprocess.run(["bspatch", tmp_path / "old", tmp_path / "out", tmp_path / "p"], check=True)
+    assert (tmp_path / "out").read_bytes() == new
+
+
+def test_wrong_source_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    rng = random.Random(4)
+    old = rng.randbytes(100_000)
+    _roundtrip(tmp_path, old, _mutate(old, rng, 5))
+    (tmp_path / "other").write_bytes(_mutate(old, rng, 1))
+    target = tmp_path / "fresh-slot"
+    target.write_bytes(b"\x5a" * 200_000)
+    with pytest.raises(DeltaError, match="does not hold the delta's source image"):
+        apply_delta(tmp_path / "d.pyvd", tmp_path / "other", target)
+    assert target.read_bytes() == b"\x5a" * 200_000
+
+
+@pytest.mark.parametrize("where", [20, "middle", -40, -1])
+def test_tampered_delta_is_refused_before_anything_is_written(tmp_path: Path, where: int | str) -> None:
+    rng = random.Random(6)
+    old = rng.randbytes(100_000)
+    delta = _roundtrip(tmp_path, old, _mutate(old, rng, 5))
+    data = bytearray(delta.read_bytes())
+    index = len(data) // 2 if where == "middle" else int(where)
+    data[index] ^= 0x01
+    delta.write_bytes(bytes(data))
+    with pytest.raises(DeltaError):
+        check_delta(delta)
+    target = tmp_path / "fresh-slot"
+    target.write_bytes(b"\x5a" * 200_000)
+    with pytest.raises(DeltaError):
+        apply_delta(delta, tmp_path / "old", target)
+    assert target.read_bytes() == b"\x5a" * 200_000
+
+
+def test_cli_errors(cli, tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    for args, message in (
+        (["delta", tmp_path / "a", tmp_path / "missing", "-o", tmp_path / "d"], "not found"),
+        (["delta", tmp_path / "a", tmp_path / "a", "-o", tmp_path / "d", "--memory", "64M"], "too small"),
+        (["delta-apply", tmp_path / "a", "--source", tmp_path / "a", "--target", tmp_path / "t"], "bad magic"),
+    ):
+        result = cli(*args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "d").exists() and not (tmp_path / "t").exists()
