@@ -14,4 +14,5 @@ grep -q '^BB_NO_NETWORK' conf/local.conf || echo 'BB_NO_NETWORK = "1"' >> conf/l
 
 extra=("$work/meta-openembedded/meta-oe" "$work/meta-openembedded/meta-python"
        "$work/meta-openembedded/meta-networking" "$work/meta-swupdate" "$work/meta-security")
-yocto-check-layer --no-auto --additional-layers "${extra[@]}" --machines qemuarm64 -- "$repo/meta-pyvorin"
+yocto-check-layer --no-auto --dependency "${extra[@]}" --additional-layers "${extra[@]}" \
+    --machines qemuarm64 -- "$repo/meta-pyvorin"

@@ -16,11 +16,11 @@ from pathlib import Path
 from . import aes
 from .archive import SIGNATURE, SW_DESCRIPTION, open_bundle
 from .cpio import MAX_SIZE, CpioWriter, member_chunks
-from .errors import BundleError, SpecError
+from .errors import BundleError, PyvorinError, SpecError
 from .fsutil import atomic_output
 from .hashing import Digest, byte_sum, digest_chunks, digest_file, file_chunks, sha256_file
 from .signing import SigningOptions, sign_content
-from .spec import COMPRESSION_MAGIC, Artifact, Compression, ReleaseSpec, Script
+from .spec import COMPRESSION_MAGIC, Artifact, Compression, ImageType, ReleaseSpec, Script
 from .swdesc import PayloadInfo, render_sw_description
 
 
@@ -50,6 +50,13 @@ def _check_source(spec: ReleaseSpec, item: Artifact | Script) -> None:
         raise SpecError(f"{spec.path}: {kind} {item.name!r}: file {item.source} not found")
     if not item.source.is_file():
         raise SpecError(f"{spec.path}: {kind} {item.name!r}: {item.source} is not a regular file")
+    if isinstance(item, Artifact) and item.type is ImageType.DELTA:
+        from .delta.apply import check_delta
+
+        try:
+            check_delta(item.source)
+        except PyvorinError as exc:
+            raise SpecError(f"{spec.path}: artifact {item.name!r}: {item.source}: {exc}") from None
     if isinstance(item, Artifact) and item.compressed is not Compression.NONE:
         with open(item.source, "rb") as handle:
             head = handle.read(4)

@@ -32,6 +32,7 @@ class ImageType(enum.Enum):
     RAW = "raw"
     RAWFILE = "rawfile"
     ARCHIVE = "archive"
+    DELTA = "pyvdelta"  # a windowed delta, applied by our SWUpdate Lua handler
 
 
 class Compression(enum.Enum):
@@ -81,6 +82,7 @@ class Target:
     device: str | None = None
     path: str | None = None
     filesystem: str | None = None
+    source: str | None = None  # pyvdelta: the active slot the delta applies to
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,8 @@ def _artifact(ctx: _Ctx, name: str, node: Any, parent: Located, base: Path) -> A
     )
     if artifact.type is ImageType.ARCHIVE and artifact.compressed is not Compression.NONE:
         raise ctx.fail(node, "compressed", "archive images are decompressed by libarchive; drop 'compressed'")
+    if artifact.type is ImageType.DELTA and (artifact.compressed is not Compression.NONE or artifact.installed_directly):
+        raise ctx.fail(node, None, "pyvdelta artifacts are applied from a file: drop 'compressed' and 'installed-directly'")
     return artifact
 
 
@@ -229,18 +233,28 @@ def _bootenv(ctx: _Ctx, parent: Located, key: str) -> tuple[tuple[str, str], ...
 
 def _target(ctx: _Ctx, copy: Located, name: str, value: Any, artifact: Artifact) -> Target:
     if isinstance(value, str) and value:
+        if artifact.type is ImageType.DELTA:
+            raise ctx.fail(copy, name, f"delta {name!r} needs a mapping: {{device: <inactive slot>, source: <active slot>}}")
         if artifact.type is ImageType.RAW:
             return Target(name, device=value)
         return Target(name, path=value)
     if not isinstance(value, Located):
         raise ctx.fail(copy, name, f"target of {name!r} must be a device/path string or a mapping")
-    ctx.keys(value, {"device", "path", "filesystem"}, (), f"target of {name!r}")
+    allowed = {"device", "source"} if artifact.type is ImageType.DELTA else {"device", "path", "filesystem"}
+    ctx.keys(value, allowed, (), f"target of {name!r}")
     target = Target(
         name,
         device=ctx.string(value, "device", "device") if "device" in value else None,
         path=ctx.string(value, "path", "path") if "path" in value else None,
         filesystem=ctx.string(value, "filesystem", "filesystem") if "filesystem" in value else None,
+        source=ctx.string(value, "source", "source") if "source" in value else None,
     )
+    if artifact.type is ImageType.DELTA:
+        if not target.device or not target.source:
+            raise ctx.fail(value, None, f"delta {name!r} needs 'device' (inactive slot) and 'source' (active slot)")
+        if target.device == target.source:
+            raise ctx.fail(value, "source", f"delta {name!r}: source and device are the same slot")
+        return target
     if artifact.type is ImageType.RAW and not target.device:
         raise ctx.fail(value, None, f"raw image {name!r} needs a 'device'")
     if artifact.type is not ImageType.RAW and not target.path:

@@ -60,6 +60,8 @@ def _copy(spec: ReleaseSpec, copy: Copy, infos: Mapping[str, PayloadInfo]) -> Gr
             fields.append(("filesystem", target.filesystem))
         if target.path:
             fields.append(("path", target.path))
+        if target.source:
+            fields.append(("properties", Group([("source", target.source)])))
         artifact = spec.artifact(target.artifact)
         images.append(_image_entry(artifact, infos[artifact.name], fields))
     settings: list[tuple[str, object]] = [("images", List(images))]
