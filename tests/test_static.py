@@ -17,7 +17,7 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scripts", "tests", "examples"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scripts", "tests", "examples", "meta-pyvorin"], cwd=ROOT,
                             capture_output=True, text=True, check=False)
     if "No module named ruff" in result.stderr:
         require("ruff-not-installed")

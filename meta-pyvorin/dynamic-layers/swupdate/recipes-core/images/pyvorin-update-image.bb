@@ -8,6 +8,9 @@ LICENSE = "MIT"
 
 SRC_URI = "file://sw-description"
 
+# sw-description names the slots of a board family (files/<rpi|tegra>/).
+COMPATIBLE_MACHINE = "(rpi|tegra)"
+
 inherit swupdate
 
 IMAGE_DEPENDS = "pyvorin-image"

@@ -1,0 +1,13 @@
+SUMMARY = "Pyvorin Edge device software"
+DESCRIPTION = "The edge agent service (with the agent selected by \
+               PYVORIN_EDGE_AGENT_PACKAGE) and the deployment verification \
+               tool: what pyvorin-image adds to run the agent."
+HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"
+SECTION = "base"
+LICENSE = "MIT"
+
+inherit packagegroup
+
+RDEPENDS:${PN} = "pyvorin-edge-service \
+                  pyvorin-verify-deployment \
+                  "
