@@ -15,6 +15,7 @@ IMAGE_FEATURES += "read-only-rootfs overlayfs-etc ssh-server-openssh"
 IMAGE_INSTALL = "packagegroup-core-boot \
                  packagegroup-pyvorin-edge \
                  pyvorin-hwrevision \
+                 ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-hardening', 'pyvorin-hardening', '', d)} \
                  ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate', '', d)} \
                  ${CORE_IMAGE_EXTRA_INSTALL} \
                 "
