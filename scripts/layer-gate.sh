@@ -35,8 +35,18 @@ skip() {
 for name in poky meta-openembedded meta-swupdate meta-security meta-raspberrypi meta-tegra; do
     [ -d "$layers/$name/.git" ] || skip "no clone of $name in $layers (set PYVORIN_LAYERS)"
 done
-kas=${KAS:-$(command -v kas || echo /opt/kas-venv/bin/kas)}
-[ -x "$kas" ] || skip "kas is not installed (pip install kas)"
+kas=${KAS:-}
+if [ -z "$kas" ]; then
+    # The first kas the build user can run (a root-only pyenv shim will not do).
+    for candidate in /opt/kas-venv/bin/kas "$(command -v kas || true)"; do
+        [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+        if [ "$(id -u)" != 0 ] || runuser -u "${PYVORIN_GATE_USER:-builder}" -- "$candidate" --version >/dev/null 2>&1; then
+            kas=$candidate
+            break
+        fi
+    done
+fi
+[ -n "$kas" ] || skip "kas is not installed for the build user (python3 -m venv /opt/kas-venv && /opt/kas-venv/bin/pip install kas)"
 
 build=${PYVORIN_GATE_BUILD:-$layers/gate}
 mkdir -p "$build"
