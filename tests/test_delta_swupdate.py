@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -24,11 +26,27 @@ HANDLERS = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate
 
 
 @pytest.fixture
-def delta_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    # swupdate's embedded Lua loads swupdate_handlers.lua from LUA_PATH at start.
-    monkeypatch.setenv("LUA_PATH", f"{HANDLERS}/?.lua;;")
-    monkeypatch.setenv("PYVORIN_DELTA_APPLY", f"{sys.executable} -m pyvorin.delta")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT / "scripts"))
+def delta_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Install the handler and the applier into a sandbox, as the image would.
+
+    swupdate runs with a private /tmp, so a checkout under /tmp is invisible
+    to it: both are copied into the sandbox directory, which is bound in.
+    """
+
+    def enable(sandbox: SwupdateSandbox) -> None:
+        lua = sandbox.root / "lua"
+        lua.mkdir()
+        shutil.copy(HANDLERS / "swupdate_handlers.lua", lua)
+        python = sandbox.root / "python"
+        shutil.copytree(ROOT / "scripts" / "pyvorin", python / "pyvorin",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        # swupdate's embedded Lua loads swupdate_handlers.lua from LUA_PATH at start.
+        monkeypatch.setenv("LUA_PATH", f"{lua}/?.lua;;")
+        interpreter = os.path.realpath(sys.executable)  # a venv under /tmp would vanish too
+        monkeypatch.setenv("PYVORIN_DELTA_APPLY", f"{interpreter} -m pyvorin.delta")
+        monkeypatch.setenv("PYTHONPATH", str(python))
+
+    return enable
 
 
 def _images(seed: int = 1) -> tuple[bytes, bytes]:
@@ -69,8 +87,9 @@ def _bundle(cli, keys, tmp: Path, sandbox: SwupdateSandbox, old: bytes, new: byt
     return swu
 
 
-def _sandbox(tmp: Path, slot_a_content: bytes) -> SwupdateSandbox:
+def _sandbox(tmp: Path, slot_a_content: bytes, enable) -> SwupdateSandbox:  # type: ignore[no-untyped-def]
     sandbox = SwupdateSandbox(tmp / "sbx", initial_env={"rootpart": "2", "bootcount": "0", "upgrade_available": "0"})
+    enable(sandbox)
     with open(sandbox.slot_a, "r+b") as slot:  # the device runs the old image from slot A
         slot.write(slot_a_content)
     return sandbox
@@ -78,7 +97,7 @@ def _sandbox(tmp: Path, slot_a_content: bytes) -> SwupdateSandbox:
 
 def test_delta_bundle_rebuilds_new_image_in_slot_b(cli, keys, tmp_path: Path, delta_env) -> None:
     old, new = _images()
-    sandbox = _sandbox(tmp_path, old)
+    sandbox = _sandbox(tmp_path, old, delta_env)
     swu = _bundle(cli, keys, tmp_path, sandbox, old, new)
     assert cli("verify", swu, "--cert", keys.ca).returncode == 0
     slot_a_before = sandbox.slot_bytes(sandbox.slot_a)
@@ -94,7 +113,7 @@ def test_delta_against_a_different_source_is_refused(cli, keys, tmp_path: Path, 
     old, new = _images()
     other = bytearray(old)
     other[5000] ^= 0xFF  # the device does not run the image the delta was made from
-    sandbox = _sandbox(tmp_path, bytes(other))
+    sandbox = _sandbox(tmp_path, bytes(other), delta_env)
     swu = _bundle(cli, keys, tmp_path, sandbox, old, new)
     result = sandbox.install(swu, keys.ca, "stable,copy1")
     assert result.returncode != 0 and SUCCESS_MARKER not in result.output
