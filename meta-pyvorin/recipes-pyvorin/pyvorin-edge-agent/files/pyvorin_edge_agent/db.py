@@ -72,3 +72,14 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def open_with_schema(path: Path, schema: str, version: int) -> sqlite3.Connection:
+    """Connect and apply ``schema`` (idempotent CREATE ... IF NOT EXISTS statements) in one transaction."""
+    conn = connect(path)
+    with transaction(conn):
+        for statement in filter(str.strip, schema.split(";")):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={version}")
+    return conn
+

@@ -32,11 +32,7 @@ CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 class EdgeStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / FILENAME
-        self.conn = db.connect(self.path)
-        with db.transaction(self.conn):
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self.conn.execute(statement)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.conn = db.open_with_schema(self.path, SCHEMA, SCHEMA_VERSION)
 
     def add_readings(self, readings: dict[str, float], ts: float | None = None) -> list[int]:
         """Store one sample's readings in one transaction; returns their ids once committed."""

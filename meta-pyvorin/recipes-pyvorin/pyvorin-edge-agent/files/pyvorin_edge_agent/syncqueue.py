@@ -51,11 +51,7 @@ class QueueStats:
 class SyncQueue:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / FILENAME
-        self.conn = db.connect(self.path)
-        with db.transaction(self.conn):
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self.conn.execute(statement)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.conn = db.open_with_schema(self.path, SCHEMA, SCHEMA_VERSION)
 
     def enqueue(self, topic: str, payload: dict[str, Any], now: float | None = None) -> int:
         """Append one message; its id is returned only once the commit is durable."""
