@@ -27,5 +27,12 @@ done
 [ "$(value DISTRO)" = pyvorin ] || { echo "DISTRO is not pyvorin"; exit 1; }
 say "bitbake -e pyvorin-image: IMAGE_FEATURES=[${image_features# }] DISTRO_FEATURES ok"
 
+# The hardening fragments reach the machine's kernel recipe.
+kernel_src=$(bitbake -e virtual/kernel | sed -n 's/^SRC_URI="\(.*\)"$/\1/p' | tail -n 1)
+for fragment in pyvorin-hardening.scc; do
+    [[ $kernel_src == *"$fragment"* ]] || { echo "virtual/kernel SRC_URI lacks $fragment"; exit 1; }
+done
+say "bitbake -e virtual/kernel: SRC_URI carries the pyvorin hardening fragments"
+
 bitbake -n pyvorin-image pyvorin-update-image
 say "bitbake -n pyvorin-image pyvorin-update-image: ok"
