@@ -6,7 +6,11 @@ HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"
 SECTION = "base"
 LICENSE = "MIT"
 
-inherit packagegroup
+inherit packagegroup features_check
+
+# pyvorin-edge-service is a systemd unit; without systemd the group is
+# skipped too instead of breaking `bitbake world`.
+REQUIRED_DISTRO_FEATURES = "systemd"
 
 RDEPENDS:${PN} = "pyvorin-edge-service \
                   pyvorin-verify-deployment \
