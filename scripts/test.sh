@@ -8,15 +8,31 @@ set -eu
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES="swupdate libubootenv-tool u-boot-tools softhsm2 opensc openssl cpio e2fsprogs gzip zstd util-linux bsdiff apparmor strace nftables openssh-server systemd iproute2 \
-    linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping"
+    linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
+    qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
     done
+    # The QEMU rollback tests build U-Boot from Debian's source package
+    # (apt-get source u-boot): add deb-src lines for the configured Debian
+    # repositories when none exist.
+    if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+            sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+                > /etc/apt/sources.list.d/pyvorin-deb-src.sources
+        elif [ -f /etc/apt/sources.list ]; then
+            sed -n 's/^deb /deb-src /p' /etc/apt/sources.list > /etc/apt/sources.list.d/pyvorin-deb-src.list
+        fi
+        echo "added deb-src entries for apt-get source"
+        sources_added=1
+    fi
+    if [ -n "$missing" ] || [ -n "${sources_added:-}" ]; then
+        apt-get update -qq
+    fi
     if [ -n "$missing" ]; then
         echo "installing apt packages:$missing"
-        apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     fi
 else

@@ -1,0 +1,52 @@
+"""Build outputs kept between runs, one directory per input hash.
+
+A directory is built under a temporary name and renamed when complete, under
+an exclusive lock, so a killed or concurrent run never leaves a half-built
+entry that a later run would trust."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+_DONE = ".complete"
+
+
+def root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "pyvorin-tests" / "qemu"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def key(*parts: str | bytes) -> str:
+    """A short hash of the inputs that decide an entry's content."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()[:16]
+
+
+def entry(name: str, inputs: str, build: Callable[[Path], None]) -> Path:
+    """The directory ``name-inputs``, built by ``build(directory)`` if missing."""
+    base = root()
+    final = base / f"{name}-{inputs}"
+    if (final / _DONE).exists():
+        return final
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / _DONE).exists():
+            return final
+        work = base / f".{name}-{inputs}.partial"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+        work.mkdir()
+        build(work)
+        (work / _DONE).touch()
+        work.rename(final)
+    return final

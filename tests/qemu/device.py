@@ -1,0 +1,87 @@
+"""The test device: a disk with the layer's boot script on the boot
+partition, root A installed, root B empty, and a data partition through which
+the test hands the guest an update bundle."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu import guest, layer, uboot, vm
+from qemu.disk import BOOT, DATA, ROOT_A, ROOT_B, Disk, Layout, make_ext4, make_fat
+from qemu.errors import HarnessError
+from qemu.host import run
+
+#: A run (boot .. power-off, with its reboots) never legitimately takes this long.
+RUN_TIMEOUT = 420.0
+
+
+@dataclass(frozen=True)
+class Firmware:
+    uboot: uboot.UBoot
+    kernel: guest.Kernel
+
+
+def firmware() -> Firmware:
+    """U-Boot, kernel and initramfs, built or taken from the cache."""
+    built = uboot.build()
+    if built.env_size != layer.env_size():
+        raise HarnessError(f"CONFIG_ENV_SIZE {built.env_size:#x} != fw_env.config size {layer.env_size():#x}")
+    return Firmware(built, guest.kernel())
+
+
+class Device:
+    def __init__(self, work: Path, parts: Firmware) -> None:
+        self.work = work
+        self.parts = parts
+        self.disk = Disk(work / "disk.img", Layout())
+        self.runs = 0
+
+    def build(self, root_a: Path) -> None:
+        """Fresh disk: boot partition (no environment yet: U-Boot starts on its defaults), root A."""
+        script = self.work / "boot.cmd"
+        script.write_text(layer.boot_script())
+        run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "pyvorin A/B", "-d", script,
+             self.work / "boot.scr"])
+        fat = make_fat(self.work / "boot.vfat", self.disk.layout.size(BOOT), {
+            "boot.scr": self.work / "boot.scr",
+            "vmlinuz": self.parts.kernel.image,
+            "initrd.img": self.parts.kernel.initrd,
+        })
+        self.disk.create()
+        self.disk.write_partition(BOOT, fat)
+        self.disk.write_partition(ROOT_A, root_a)
+        self.set_data(None)
+        fat.unlink()
+
+    def set_data(self, bundle: Path | None, command: str = "install") -> None:
+        """The data partition, empty or holding ``bundle`` as update.swu and the command for the guest."""
+        tree = self.work / "data-tree"
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir()
+        if bundle is not None:
+            shutil.copy2(bundle, tree / "update.swu")
+            (tree / "command").write_text(command + "\n")
+        image = make_ext4(self.work / "data.ext4", self.disk.layout.size(DATA), tree, "data")
+        self.disk.write_partition(DATA, image)
+        image.unlink()
+        shutil.rmtree(tree)
+
+    def destroy_root_b(self) -> None:
+        self.disk.wipe(ROOT_B)
+
+    def machine(self) -> vm.Machine:
+        self.runs += 1
+        return vm.Machine(self.parts.uboot.binary, self.disk.path, self.work / f"serial-{self.runs}.log")
+
+    def boot(self, timeout: float = RUN_TIMEOUT) -> vm.RunResult:
+        machine = self.machine()
+        machine.start()
+        return machine.wait(timeout)
+
+    def env(self) -> dict[str, str]:
+        return self.disk.env(layer.env_files(), layer.env_size())
+
+
+__all__ = ["ROOT_A", "ROOT_B", "Device", "Firmware", "firmware"]

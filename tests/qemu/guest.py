@@ -1,0 +1,173 @@
+"""The arm64 guest from Debian packages: kernel, an initramfs that loads the
+few modules a virtio root needs, and root file system trees.
+
+``mmdebstrap --variant=extract`` unpacks arm64 packages without running
+anything, so no qemu-user is needed. The trees keep only the programs the
+scenarios run and the shared libraries they need (found with readelf)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu import cache
+from qemu.errors import HarnessError
+from qemu.host import run
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+PACKAGES = ("linux-image-arm64", "busybox-static", "swupdate", "libubootenv-tool", "util-linux", "curl")
+#: Loaded in this order by the initramfs (dependencies are added before each).
+MODULES = ("virtio_mmio", "virtio_blk", "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii", "i6300esb")
+#: Dynamically linked programs copied into every root file system, by their path in the extracted tree.
+# curl: the static busybox's wget crashes in glibc's resolver (static NSS).
+PROGRAMS = ("usr/bin/swupdate", "usr/bin/fw_printenv", "usr/bin/fw_setenv", "bin/findmnt", "usr/bin/curl")
+#: busybox applets linked into /bin (the root is read-only: no --install at boot).
+APPLETS = ("sh", "mount", "umount", "mkdir", "cat", "echo", "sleep", "date", "wget", "httpd", "watchdog", "kill",
+           "reboot", "poweroff", "sync", "ip", "rm", "mv", "ls", "sed", "grep", "readlink", "true", "false", "head",
+           "tr", "cut", "insmod", "switch_root", "uname", "dd", "env", "printf", "test", "[", "ps", "pidof", "seq")
+_LIB_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu")
+_LOADER = "lib/ld-linux-aarch64.so.1"
+FILES = Path(__file__).with_name("files")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    image: Path      # vmlinuz (an uncompressed-header arm64 Image, gzip inside; booti takes it)
+    initrd: Path     # newc cpio, gzip
+    version: str
+
+
+def _extract(out: Path) -> None:
+    run(["mmdebstrap", "--quiet", "--variant=extract", "--arch=arm64", f"--include={','.join(PACKAGES)}",
+         SUITE, out / "tree", MIRROR], timeout=1800)
+
+
+def tree() -> Path:
+    """The extracted arm64 packages (cached)."""
+    return cache.entry("debian-arm64", cache.key(SUITE, *PACKAGES), _extract) / "tree"
+
+
+def _kernel_version(root: Path) -> str:
+    versions = sorted(p.name for p in (root / "lib/modules").iterdir())
+    if len(versions) != 1:
+        raise HarnessError(f"expected one kernel in {root}/lib/modules, found {versions}")
+    return versions[0]
+
+
+def _module_index(moddir: Path) -> dict[str, Path]:
+    return {p.name[:-3].replace("-", "_"): p for p in moddir.rglob("*.ko")}
+
+
+def _depends(module: Path) -> list[str]:
+    match = re.search(rb"(?:^|\0)depends=([^\0]*)", module.read_bytes())
+    return [d.replace("-", "_") for d in match.group(1).decode().split(",") if d] if match else []
+
+
+def _load_order(index: Mapping[str, Path], wanted: Iterable[str]) -> list[str]:
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name not in index:
+            raise HarnessError(f"kernel module {name} not found")
+        for dep in _depends(index[name]):
+            visit(dep)
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return order
+
+
+def _cpio(staging: Path, out: Path) -> None:
+    names = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
+    data = run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=staging,
+               input_bytes=("\n".join(names) + "\n").encode())
+    out.write_bytes(gzip.compress(data, 6, mtime=0))
+
+
+def _build_kernel(out: Path) -> None:
+    root = tree()
+    version = _kernel_version(root)
+    shutil.copy2(root / f"boot/vmlinuz-{version}", out / "vmlinuz")
+    index = _module_index(root / "lib/modules" / version)
+    staging = out / "initramfs"
+    for sub in ("bin", "dev", "proc", "sys", "newroot", "modules"):
+        (staging / sub).mkdir(parents=True)
+    shutil.copy2(root / "bin/busybox", staging / "bin/busybox")
+    order = _load_order(index, MODULES)
+    for name in order:
+        shutil.copy2(index[name], staging / "modules" / f"{name}.ko")
+    (staging / "modules/order").write_text("\n".join(order) + "\n")
+    init = staging / "init"
+    shutil.copy2(FILES / "initramfs-init", init)
+    init.chmod(0o755)
+    _cpio(staging, out / "initrd.img")
+    shutil.rmtree(staging)
+    (out / "version").write_text(version)
+
+
+def kernel() -> Kernel:
+    """The Debian arm64 kernel and our initramfs (cached)."""
+    inputs = cache.key(SUITE, *PACKAGES, *MODULES, (FILES / "initramfs-init").read_bytes(),
+                       Path(__file__).read_bytes())
+    out = cache.entry("kernel", inputs, _build_kernel)
+    return Kernel(image=out / "vmlinuz", initrd=out / "initrd.img", version=(out / "version").read_text())
+
+
+def _needed(path: Path) -> list[str]:
+    dynamic = run(["aarch64-linux-gnu-readelf", "-d", path]).decode()
+    return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
+
+
+def _find_lib(root: Path, name: str) -> Path:
+    for sub in _LIB_DIRS:
+        if (root / sub / name).exists():
+            return root / sub / name
+    raise HarnessError(f"shared library {name} not found in the arm64 tree")
+
+
+def _copy_file(src: Path, dest: Path, mode: int) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)      # follows symlinks: the soname gets the real file
+    dest.chmod(mode)
+
+
+def base_tree(dest: Path) -> None:
+    """busybox, the dynamically linked programs and their libraries, the mount points."""
+    root = tree()
+    for sub in ("bin", "usr/bin", "usr/libexec", "etc", "proc", "sys", "dev", "run", "tmp", "boot", "data",
+                "usr/lib/swupdate/conf.d", "etc/swupdate", "lib/aarch64-linux-gnu"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    _copy_file(root / "bin/busybox", dest / "bin/busybox", 0o755)
+    for applet in APPLETS:
+        (dest / "bin" / applet).symlink_to("busybox")
+    (dest / "sbin").symlink_to("bin")
+    (dest / "var").mkdir()
+    (dest / "var/lock").symlink_to("/run/lock")
+    (dest / "var/tmp").symlink_to("/tmp")
+    seen: set[str] = set()
+    pending = list(PROGRAMS)
+    for program in PROGRAMS:
+        _copy_file(root / program, dest / program, 0o755)
+    while pending:
+        for name in _needed(root / pending.pop()):
+            if name in seen:
+                continue
+            seen.add(name)
+            lib = _find_lib(root, name)
+            _copy_file(lib, dest / "lib/aarch64-linux-gnu" / name, 0o755)
+            pending.append(str(lib.relative_to(root)))
+    _copy_file(root / _LOADER, dest / "lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", 0o755)
+    (dest / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
+
+
+def size_of(path: Path) -> int:
+    return sum(p.lstat().st_size for p in path.rglob("*")) if path.is_dir() else os.path.getsize(path)

@@ -1,0 +1,91 @@
+"""The layer's own A/B files, filled in for the QEMU board exactly as the
+recipes fill them in for a Raspberry Pi (sed of @@NAME@@ / @NAME@ words).
+Rendering refuses a word left unfilled or a value the file does not use, so a
+template change cannot silently bypass the test."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from qemu.errors import HarnessError
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYER = ROOT / "meta-pyvorin"
+RPI_BSP = LAYER / "dynamic-layers/raspberrypi/recipes-bsp"
+BOOT_SCRIPT = RPI_BSP / "rpi-u-boot-scr/files/boot.cmd.in"
+FW_ENV_CONFIG = RPI_BSP / "u-boot/files/pyvorin-fw_env.config"
+CONFIRM = LAYER / "recipes-pyvorin/pyvorin-confirm/files"
+SWUPDATE = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files"
+
+#: The QEMU board's values for the words of boot.cmd.in. The Raspberry Pi
+#: values are in rpi-u-boot-scr_pyvorin.inc; the slot logic is not a word.
+QEMU_BOOT_WORDS: Mapping[str, str] = {
+    "BOOT_MEDIA": "virtio",
+    "PYVORIN_BOOT_DEVPART": "0:1",
+    "PYVORIN_ENV_FILE": "uboot.env",
+    "PYVORIN_ENV_FILE_REDUND": "uboot-redund.env",
+    "PYVORIN_SLOT_A_PART": "2",
+    "PYVORIN_SLOT_B_PART": "3",
+    "PYVORIN_BOOTLIMIT": "3",
+    "PYVORIN_ROOT_PREFIX": "/dev/vda",
+    "PYVORIN_PANIC_TIMEOUT": "1",
+    "PYVORIN_BASE_BOOTARGS": "setenv bootargs console=ttyAMA0 quiet",
+    "KERNEL_IMAGETYPE": "vmlinuz",
+    "PYVORIN_LOAD_INITRD": "fatload virtio 0:1 ${ramdisk_addr_r} initrd.img && "
+                           "setenv pyvorin_initrd ${ramdisk_addr_r}:${filesize}",
+    "KERNEL_BOOTCMD": "booti",
+    "PYVORIN_FDT_ADDR": "${fdtcontroladdr}",
+}
+
+
+def render(path: Path, words: Mapping[str, str], marker: str = "@@") -> str:
+    """``path`` with every ``<marker>NAME<marker>`` replaced from ``words``."""
+    text = path.read_text()
+    pattern = re.compile(re.escape(marker) + r"([A-Z][A-Z0-9_]*)" + re.escape(marker))
+    used = set(pattern.findall(text))
+    if used != set(words):
+        raise HarnessError(f"{path.name}: words in the file {sorted(used)} != words given {sorted(words)}")
+    return pattern.sub(lambda m: words[m.group(1)], text)
+
+
+def boot_script() -> str:
+    return render(BOOT_SCRIPT, QEMU_BOOT_WORDS)
+
+
+def env_size() -> int:
+    """The size fw_env.config gives both environment copies (they must agree)."""
+    sizes = {int(line.split()[2], 0) for line in FW_ENV_CONFIG.read_text().splitlines()
+             if line.strip() and not line.startswith("#")}
+    if len(sizes) != 1:
+        raise HarnessError(f"{FW_ENV_CONFIG.name}: copies of different sizes {sizes}")
+    return sizes.pop()
+
+
+def env_files() -> list[str]:
+    """Names of the environment copies on the boot partition, in fw_env.config order."""
+    return [Path(line.split()[0]).name for line in FW_ENV_CONFIG.read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def watchdog_seconds() -> int:
+    text = (CONFIRM / "50-pyvorin-watchdog.conf").read_text()
+    match = re.search(r"^RuntimeWatchdogSec=(\d+)s$", text, re.M)
+    if not match:
+        raise HarnessError("50-pyvorin-watchdog.conf: no RuntimeWatchdogSec=<n>s")
+    return int(match.group(1))
+
+
+def rootfs_files(slot_a: str, slot_b: str) -> dict[str, tuple[str, int]]:
+    """Layer files of a root file system: path -> (content, mode)."""
+    return {
+        "usr/libexec/pyvorin-confirm": ((CONFIRM / "pyvorin-confirm").read_text(), 0o755),
+        "etc/default/pyvorin-confirm": (render(CONFIRM / "pyvorin-confirm.default", {"BOOTLOADER": "uboot"}, "@"),
+                                        0o644),
+        "etc/fw_env.config": (FW_ENV_CONFIG.read_text(), 0o644),
+        "usr/lib/swupdate/conf.d/50-pyvorin": (
+            render(SWUPDATE / "50-pyvorin", {"SOFTWARE_SET": "stable", "LIBEXECDIR": "/usr/libexec"}, "@"), 0o644),
+        "usr/libexec/pyvorin-swupdate-select": (
+            render(SWUPDATE / "pyvorin-swupdate-select", {"SLOT_A": slot_a, "SLOT_B": slot_b}, "@"), 0o755),
+    }

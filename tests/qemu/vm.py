@@ -1,0 +1,97 @@
+"""One run of the QEMU arm64 machine: U-Boot as firmware, the test disk, an
+i6300esb watchdog that resets the machine, the serial console in a file.
+
+A run lasts until the guest powers off (QEMU exits), across any number of
+reboots and watchdog resets, or until the test cuts the power (kill)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class RunResult:
+    log: str
+    seconds: float
+    exit_code: int | None   # None: the power was cut
+
+    def boots(self) -> list[str]:
+        """Root partitions U-Boot's boot script started, in order."""
+        return re.findall(r"pyvorin: booting slot (\d+) ", self.log)
+
+    def lines(self, prefix: str = "PYVTEST") -> list[str]:
+        return [line.strip() for line in self.log.splitlines() if line.strip().startswith(prefix)]
+
+
+class Machine:
+    def __init__(self, firmware: Path, disk: Path, log: Path) -> None:
+        self.firmware = firmware
+        self.disk = disk
+        self.log = log
+        self._process: subprocess.Popen[bytes] | None = None
+        self._started = 0.0
+
+    def argv(self) -> list[str]:
+        # TCG, one CPU: -smp 2 is slower on two host cores. No NIC (no option ROM needed).
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "1", "-m", "1024",
+                "-nodefaults", "-display", "none", "-monitor", "none", "-nic", "none",
+                "-serial", f"file:{self.log}",
+                "-bios", str(self.firmware),
+                "-drive", f"if=none,file={self.disk},format=raw,id=disk0",
+                "-device", "virtio-blk-device,drive=disk0",
+                "-device", "i6300esb", "-action", "watchdog=reset"]
+
+    def start(self) -> None:
+        self.log.write_bytes(b"")
+        self._started = time.monotonic()
+        self._process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return self.log.read_bytes().decode(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float) -> None:
+        """Until ``pattern`` (a regex) shows on the console; raises on timeout or exit."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if compiled.search(self.text()):
+                return
+            if self._process is None or self._process.poll() is not None:
+                raise HarnessError(f"QEMU exited before {pattern!r} showed:\n{self.text()[-3000:]}")
+            time.sleep(0.2)
+        raise HarnessError(f"{pattern!r} did not show within {timeout:.0f}s:\n{self.text()[-3000:]}")
+
+    def wait(self, timeout: float) -> RunResult:
+        """Until the guest powers off."""
+        if self._process is None:
+            raise HarnessError("machine not started")
+        try:
+            output, _ = self._process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.cut_power()
+            raise HarnessError(f"guest did not power off within {timeout:.0f}s:\n{self.text()[-4000:]}") from exc
+        if self._process.returncode != 0:
+            raise HarnessError(f"qemu exited {self._process.returncode}: {output.decode(errors='replace')}")
+        return RunResult(self.text(), time.monotonic() - self._started, self._process.returncode)
+
+    def cut_power(self) -> RunResult:
+        """SIGKILL: no flush, no shutdown — what pulling the plug does to the guest."""
+        if self._process is None:
+            raise HarnessError("machine not started")
+        self._process.kill()
+        self._process.wait()
+        return RunResult(self.text(), time.monotonic() - self._started, None)
+
+
+def boot(firmware: Path, disk: Path, log: Path, timeout: float) -> RunResult:
+    """One run until power-off."""
+    machine = Machine(firmware, disk, log)
+    machine.start()
+    return machine.wait(timeout)

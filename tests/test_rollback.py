@@ -1,0 +1,151 @@
+"""A/B updates that cannot brick, proven by booting: QEMU arm64 with a U-Boot
+that has the real boot counter, the layer's boot script, environment layout,
+pyvorin-confirm, 50-pyvorin and pyvorin-swupdate-select, and bundles signed by
+``pyvorin bundle`` installed by the real (Debian arm64) swupdate.
+
+Every scenario starts from a fresh disk; verdicts come from the serial
+console and from the U-Boot environment read back on the host with
+fw_printenv. The first run builds U-Boot, the kernel and the initramfs
+(several minutes) into the cache; later runs take seconds per boot.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli, KeySet
+from qemu import bundles, host, images
+from qemu.device import Device, Firmware, firmware
+from qemu.disk import Layout
+
+OLD = "2026.11.0"      # installed in slot A
+NEW = "2026.11.1"      # the update
+ROOTFS_SIZE = 80 * 1024 * 1024
+assert ROOTFS_SIZE <= Layout().root * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def parts() -> Firmware:
+    missing = host.missing_tools()
+    if missing:
+        reason = (f"QEMU rollback tests need {', '.join(missing)}; scripts/test.sh installs them when run as root")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    started = time.monotonic()
+    built = firmware()
+    print(f"firmware ready in {time.monotonic() - started:.0f}s")
+    return built
+
+
+class Images:
+    """Root file system images and bundles, built once per session."""
+
+    def __init__(self, work: Path, cli: Cli, keys: KeySet) -> None:
+        self.work = work
+        self.cli = cli
+        self.keys = keys
+        self._made: dict[tuple[str, str, int], Path] = {}
+
+    def rootfs(self, role: str, version: str, padding: int = 0) -> Path:
+        key = (role, version, padding)
+        if key not in self._made:
+            self._made[key] = images.rootfs_image(self.work, role, version, self.keys.ca, ROOTFS_SIZE, padding)
+        return self._made[key]
+
+    def bundle(self, role: str, version: str, padding: int = 0) -> Path:
+        out = self.work / f"update-{role}-{version}-{padding}.swu"
+        if not out.exists():
+            directory = self.work / f"bundle-{role}-{version}-{padding}"
+            directory.mkdir()
+            gz = images.gzip_file(self.rootfs(role, version, padding), directory / "rootfs.ext4.gz")
+            spec = bundles.spec(directory, version, gz)
+            self.cli("bundle", spec, "-o", out, *self.keys.signing_args(), check=True)
+        return out
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory, cli: Cli, keys: KeySet) -> Images:
+    return Images(tmp_path_factory.mktemp("qemu-images"), cli, keys)
+
+
+@pytest.fixture
+def device(tmp_path: Path, parts: Firmware, made: Images) -> Iterator[Callable[[], Device]]:
+    """A fresh device with root A (healthy, OLD) installed; prints the scenario's wall time."""
+    started = time.monotonic()
+
+    def make() -> Device:
+        dev = Device(tmp_path, parts)
+        dev.build(made.rootfs("good", OLD))
+        return dev
+
+    yield make
+    print(f"scenario wall time {time.monotonic() - started:.1f}s")
+
+
+def confirmed(env: dict[str, str], rootpart: str) -> bool:
+    return (env.get("rootpart") == rootpart and env.get("upgrade_available") == "0"
+            and env.get("bootcount") == "0")
+
+
+def test_a_plain_boot_of_slot_a(device: Callable[[], Device]) -> None:
+    dev = device()
+    run = dev.boot()
+    assert run.boots() == ["2"], run.log
+    assert f"PYVTEST booted root=/dev/vda2 role=good version={OLD}" in run.lines(), run.log
+    assert "PYVTEST confirm status=0" in run.lines(), run.log
+    assert "slot not on trial" in run.log
+    env = dev.env()
+    # The boot script completed U-Boot's default environment and wrote both copies.
+    assert env["rootpart"] == "2"
+    assert env["bootlimit"] == "3"
+    assert env["altbootcmd"] == "setenv pyvorin_rollback 1; run bootcmd"
+    assert env.get("upgrade_available", "0") == "0"
+    assert {"uboot.env", "uboot-redund.env"} <= set(dev.disk.boot_files())
+
+
+def test_b_signed_update_confirms_and_stays(device: Callable[[], Device], made: Images) -> None:
+    dev = device()
+    dev.set_data(made.bundle("good", NEW))
+    run = dev.boot()
+    assert run.boots() == ["2", "3"], run.log
+    lines = run.lines()
+    assert "PYVTEST swupdate status=0" in lines, run.log
+    assert f"-N {OLD}" in run.log, "50-pyvorin must pass the running version to swupdate -N"
+    assert f"PYVTEST booted root=/dev/vda3 role=good version={NEW}" in lines, run.log
+    assert lines[-3:] == ["PYVTEST confirm status=0", lines[-2], "PYVTEST poweroff"], run.log  # B confirmed
+    env = dev.env()
+    assert confirmed(env, "3"), env
+    assert env["ustate"] == "0", env          # SWUpdate's INSTALLED (1), confirmed to OK (0)
+    assert "recovery_status" not in env
+
+    again = dev.boot()
+    assert again.boots() == ["3"], again.log
+    assert "slot not on trial" in again.log
+    assert confirmed(dev.env(), "3")
+
+    # Anti-downgrade: the running NEW refuses OLD; nothing switches.
+    dev.set_data(made.bundle("good", OLD))
+    refused = dev.boot()
+    assert "PYVTEST swupdate status=0" not in refused.lines(), refused.log
+    assert any(line.startswith("PYVTEST swupdate status=") for line in refused.lines()), refused.log
+    assert set(refused.boots()) == {"3"}, refused.log
+    assert confirmed(dev.env(), "3")
+
+
+def test_c_unconfirmed_slot_falls_back_after_bootlimit(device: Callable[[], Device], made: Images) -> None:
+    dev = device()
+    dev.set_data(made.bundle("unhealthy", NEW))
+    run = dev.boot()
+    # 1 boot of A (install), bootlimit=3 counted boots of B, then altbootcmd.
+    assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    assert run.lines().count("PYVTEST confirm status=1") == 3, run.log
+    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run.log
+    env = dev.env()
+    assert confirmed(env, "2"), env
+    assert env["ustate"] == "3", env          # STATE_FAILED, for the agent to report
