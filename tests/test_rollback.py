@@ -12,6 +12,7 @@ fw_printenv. The first run builds U-Boot, the kernel and the initramfs
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +26,9 @@ from qemu.disk import Layout
 
 OLD = "2026.11.0"      # installed in slot A
 NEW = "2026.11.1"      # the update
-ROOTFS_SIZE = 80 * 1024 * 1024
+ROOTFS_SIZE = 88 * 1024 * 1024
+#: Incompressible bytes that make the power-cut install last long enough to be cut.
+PADDING = 8 * 1024 * 1024
 assert ROOTFS_SIZE <= Layout().root * 1024 * 1024
 
 
@@ -149,3 +152,76 @@ def test_c_unconfirmed_slot_falls_back_after_bootlimit(device: Callable[[], Devi
     env = dev.env()
     assert confirmed(env, "2"), env
     assert env["ustate"] == "3", env          # STATE_FAILED, for the agent to report
+
+
+def fell_back(dev: Device, run_log: str) -> None:
+    env = dev.env()
+    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run_log
+    assert confirmed(env, "2"), env
+    assert env["ustate"] == "3", env
+
+
+@pytest.mark.slow
+def test_d_destroyed_slot_falls_back(device: Callable[[], Device], made: Images) -> None:
+    dev = device()
+    dev.set_data(made.bundle("good", NEW), command="install-then-poweroff")
+    installed = dev.boot()
+    assert "PYVTEST swupdate status=0" in installed.lines(), installed.log
+    assert dev.env()["rootpart"] == "3"
+    dev.destroy_root_b()
+    run = dev.boot()
+    assert run.boots() == ["3", "3", "3", "2"], run.log
+    assert run.log.count("initramfs: cannot mount root /dev/vda3") == 3, run.log
+    assert run.log.count("Kernel panic - not syncing") == 3, run.log
+    fell_back(dev, run.log)
+
+
+@pytest.mark.slow
+def test_e_kernel_panic_falls_back(device: Callable[[], Device], made: Images) -> None:
+    dev = device()
+    dev.set_data(made.bundle("panic", NEW))
+    run = dev.boot()
+    assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    assert len(re.findall(r"Kernel panic - not syncing: sysrq triggered crash", run.log)) == 3, run.log
+    fell_back(dev, run.log)
+
+
+@pytest.mark.slow
+def test_f_userspace_hang_watchdog_falls_back(device: Callable[[], Device], made: Images) -> None:
+    dev = device()
+    dev.set_data(made.bundle("hang", NEW))
+    run = dev.boot()
+    assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    # Nothing in the guest rebooted: every B boot ended in a watchdog reset.
+    b_boots = run.log.split("pyvorin: booting slot 3")[1:]
+    assert all("PYVTEST hanging" in boot and "PYVTEST reboot" not in boot for boot in b_boots), run.log
+    fell_back(dev, run.log)
+
+
+@pytest.mark.slow
+def test_g_power_cut_during_install_then_retry(device: Callable[[], Device], made: Images) -> None:
+    dev = device()
+    bundle = made.bundle("good", NEW, PADDING)
+    dev.set_data(bundle)
+    machine = dev.machine()
+    machine.start()
+    machine.wait_for(r"Found installer for stream rootfs\.ext4\.gz", timeout=300)
+    time.sleep(1)
+    cut = machine.cut_power()
+    assert "END INSTALLING STREAMING" not in cut.log, "the install finished before the power cut"
+    env = dev.env()
+    assert env["rootpart"] == "2", env                  # never switched to the half-written slot
+    assert env.get("recovery_status") == "in_progress", env
+
+    dev.set_data(None)
+    after = dev.boot()
+    assert after.boots() == ["2"], after.log
+    assert "clearing recovery_status=in_progress" in after.log
+    env = dev.env()
+    assert "recovery_status" not in env and env["rootpart"] == "2", env
+
+    dev.set_data(bundle)
+    retry = dev.boot()
+    assert retry.boots() == ["2", "3"], retry.log
+    assert "PYVTEST swupdate status=0" in retry.lines(), retry.log
+    assert confirmed(dev.env(), "3")

@@ -50,8 +50,9 @@ class Machine:
     def start(self) -> None:
         self.log.write_bytes(b"")
         self._started = time.monotonic()
-        self._process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT)
+        with open(self.log.with_suffix(".qemu.txt"), "wb") as messages:
+            self._process = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=messages,
+                                             stderr=subprocess.STDOUT)
 
     def text(self) -> str:
         return self.log.read_bytes().decode(errors="replace")
@@ -73,12 +74,13 @@ class Machine:
         if self._process is None:
             raise HarnessError("machine not started")
         try:
-            output, _ = self._process.communicate(timeout=timeout)
+            self._process.wait(timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             self.cut_power()
             raise HarnessError(f"guest did not power off within {timeout:.0f}s:\n{self.text()[-4000:]}") from exc
         if self._process.returncode != 0:
-            raise HarnessError(f"qemu exited {self._process.returncode}: {output.decode(errors='replace')}")
+            messages = self.log.with_suffix(".qemu.txt").read_text(errors="replace")
+            raise HarnessError(f"qemu exited {self._process.returncode}: {messages}")
         return RunResult(self.text(), time.monotonic() - self._started, self._process.returncode)
 
     def cut_power(self) -> RunResult:
