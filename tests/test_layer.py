@@ -127,6 +127,12 @@ TEMPLATES = {
 }
 
 
+def _layer_scripts(family: str) -> list[tuple[str, bytes]]:
+    """Scripts the family's sw-description runs (the update image's SRC_URI adds them to the bundle)."""
+    files = LAYER / "dynamic-layers/swupdate/recipes-core/images/files" / family
+    return [(p.name, p.read_bytes()) for p in sorted(files.glob("*.sh"))]
+
+
 def _render_template(family: str, image_name: str, image: bytes) -> bytes:
     """Expand the layer's sw-description as meta-swupdate does (@@VAR@@, $swupdate_get_sha256)."""
     machine = TEMPLATES[family][0]
@@ -135,6 +141,8 @@ def _render_template(family: str, image_name: str, image: bytes) -> bytes:
               "PYVORIN_HW_REVISION": "1.0", "PYVORIN_SOFTWARE_SET": "stable", "PYVORIN_BUNDLE_ROOTFS": image_name}
     text = re.sub(r"@@(\w+)@@", lambda m: values[m.group(1)], text)
     text = text.replace(f"$swupdate_get_sha256({image_name})", hashlib.sha256(image).hexdigest())
+    for name, content in _layer_scripts(family):
+        text = text.replace(f"$swupdate_get_sha256({name})", hashlib.sha256(content).hexdigest())
     assert "@@" not in text and "$swupdate" not in text
     return text.encode()
 
@@ -149,6 +157,9 @@ def test_layer_sw_description_is_what_swupdate_expects(family: str) -> None:
     assert board["hardware-compatibility"] == ["1.0"]
     assert board["stable"]["copy1"]["images"][0]["device"] == copy1_device
     assert board["stable"]["copy2"]["images"][0]["device"] == copy2_device
+    scripts = [p[0] for p in _layer_scripts(family)]
+    for copy in ("copy1", "copy2"):
+        assert [s["filename"] for s in board["stable"][copy].get("scripts", [])] == scripts
 
 
 @pytest.mark.swupdate
@@ -166,7 +177,8 @@ def test_real_swupdate_accepts_a_bundle_made_from_the_layer_template(family: str
     description = _render_template(family, name, image)
     signature = sign_content(description, SigningOptions(str(keys.key), keys.cert))
     swu = write_members(tmp_path / "layer.swu", [("sw-description", description),
-                                                 ("sw-description.sig", signature), (name, image)])
+                                                 ("sw-description.sig", signature), (name, image),
+                                                 *_layer_scripts(family)])
     sandbox = SwupdateSandbox(tmp_path / "sbx", board=machine)
     for select in ("stable,copy1", "stable,copy2"):
         result = sandbox.install(swu, keys.ca, select, check_only=True)

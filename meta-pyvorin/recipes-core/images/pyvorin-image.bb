@@ -16,7 +16,7 @@ IMAGE_INSTALL = "packagegroup-core-boot \
                  packagegroup-pyvorin-edge \
                  pyvorin-hwrevision \
                  ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-hardening', 'pyvorin-hardening', '', d)} \
-                 ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate', '', d)} \
+                 ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate pyvorin-confirm', '', d)} \
                  ${CORE_IMAGE_EXTRA_INSTALL} \
                 "
 

@@ -7,6 +7,8 @@ SECTION = "images"
 LICENSE = "MIT"
 
 SRC_URI = "file://sw-description"
+# Jetson: the post-install step that switches the UEFI rootfs slot.
+SRC_URI:append:tegra = " file://pyvorin-tegra-slot.sh"
 
 # sw-description names the slots of a board family (files/<rpi|tegra>/).
 COMPATIBLE_MACHINE = "(rpi|tegra)"

@@ -1,0 +1,1 @@
+require ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'rpi-u-boot-scr_pyvorin.inc', '', d)}
