@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pyvorin.delta.apply import apply_delta, check_delta
 from pyvorin.delta.container import DeltaError
-from pyvorin.delta.make import make_delta
+from pyvorin.delta.make import WORKER_BYTES, BlockIndex, main_bytes, make_delta, workers_for
 
 from helpers import require
 
@@ -77,6 +77,36 @@ def test_unchanged_zero_and_moved_blocks_cost_almost_nothing(tmp_path: Path) -> 
     new[4 << 20 : 5 << 20] = old[1 << 20 : 2 << 20]  # a file moved
     delta = _roundtrip(tmp_path, old, bytes(new))
     assert delta.stat().st_size < 4096, "copies and zeros must not be diffed"
+
+
+def test_block_index_finds_the_first_copy_of_every_block() -> None:
+    index = BlockIndex()
+    rng = random.Random(3)
+    digests = [rng.getrandbits(64) for _ in range(5000)]
+    for block, digest in enumerate(digests):
+        index.add(digest, block * 4096)
+    index.add(digests[10], 9000 * 4096)  # a later duplicate does not replace the first
+    index.freeze()
+    assert len(index) == 5001
+    assert all(index.find(digest) == block * 4096 for block, digest in enumerate(digests))
+    assert index.find(rng.getrandbits(64)) is None
+
+
+def test_memory_budget_sets_the_worker_count(tmp_path: Path) -> None:
+    """256 MiB holds the main process, its index and one bsdiff worker, for a 1 GiB image."""
+    gib = 1 << 30
+    assert main_bytes(gib) + WORKER_BYTES <= 256 << 20
+    assert workers_for(256 << 20, gib) == 1
+    assert workers_for(1 << 30, gib) == min(os.cpu_count() or 1, 5)  # (1024 - 66) // 172
+    rng = random.Random(4)
+    old = rng.randbytes(3 << 20)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(_mutate(old, rng, 30))
+    report = make_delta(tmp_path / "old", tmp_path / "new", tmp_path / "d", memory=256 << 20)
+    assert report.workers == 1
+    target = tmp_path / "t"
+    apply_delta(tmp_path / "d", tmp_path / "old", target)
+    assert target.read_bytes() == (tmp_path / "new").read_bytes()
 
 
 def test_ext4_images(tmp_path: Path) -> None:
