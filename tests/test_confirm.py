@@ -1,0 +1,212 @@
+"""pyvorin-confirm on the host: the layer's script against a real HTTP server
+and a real two-copy U-Boot environment written by libubootenv's fw_setenv,
+and its unit judged by systemd-analyze like the other hardened units. The
+same script confirms slots in the QEMU boots of test_rollback.py."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from test_hardening_systemd import Root, exposure, verify
+
+from helpers import ROOT, require
+
+FILES = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-confirm/files"
+SCRIPT = FILES / "pyvorin-confirm"
+ENV_SIZE = 0x4000
+CONFIRM_THRESHOLD = 30
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    status = 200
+    body = b'{"status": "healthy", "alerts": []}'
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.send_response(self.status if self.path == "/health" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
+        pass
+
+
+@pytest.fixture
+def agent() -> Iterator[type[_Health]]:
+    """A loopback /health whose answer a test sets (class attributes of a fresh handler)."""
+    handler = type("Health", (_Health,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}/health"  # type: ignore[attr-defined]
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass(frozen=True)
+class Env:
+    """Two environment copies in files, as on the boot partition, and their fw_env.config."""
+
+    config: Path
+
+    def read(self) -> dict[str, str]:
+        out = subprocess.run(["fw_printenv", "-c", self.config], capture_output=True, text=True, check=True).stdout
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    require("mkenvimage", "fw_printenv", "fw_setenv", "curl")
+    yield Env(tmp_path / "fw_env.config")
+
+
+def make_env(tmp_path: Path, values: Mapping[str, str]) -> Env:
+    text = tmp_path / "env.txt"
+    text.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    lines = []
+    for name in ("uboot.env", "uboot-redund.env"):
+        subprocess.run(["mkenvimage", "-r", "-s", str(ENV_SIZE), "-o", tmp_path / name, text], check=True)
+        lines.append(f"{tmp_path / name} 0x0 {ENV_SIZE:#x}")
+    config = tmp_path / "fw_env.config"
+    config.write_text("\n".join(lines) + "\n")
+    return Env(config)
+
+
+def confirm(tmp_path: Path, env: Env, url: str, timeout: int = 3) -> subprocess.CompletedProcess[str]:
+    runtime = tmp_path / "run"
+    runtime.mkdir(exist_ok=True)
+    variables = {"PATH": os.environ["PATH"], "RUNTIME_DIRECTORY": str(runtime),
+                 "PYVORIN_CONFIRM_URL": url, "PYVORIN_CONFIRM_TIMEOUT": str(timeout),
+                 "PYVORIN_CONFIRM_INTERVAL": "1", "PYVORIN_CONFIRM_BOOTLOADER": "uboot",
+                 "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config)}
+    return subprocess.run(["/bin/sh", SCRIPT], env=variables, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+ON_TRIAL = {"rootpart": "3", "upgrade_available": "1", "bootcount": "2", "ustate": "1"}
+
+
+def test_healthy_agent_confirms_the_slot_on_trial(tmp_path: Path, env: Env, agent: type[_Health]) -> None:
+    env = make_env(tmp_path, ON_TRIAL)
+    result = confirm(tmp_path, env, agent.url)  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    assert env.read() == {"rootpart": "3", "upgrade_available": "0", "bootcount": "0", "ustate": "0"}
+    # fw_setenv -s got name=value lines (it skips "name value" lines with exit 0).
+    assert (tmp_path / "run/confirm.env").read_text().split() == ["upgrade_available=0", "bootcount=0", "ustate=0"]
+
+
+@pytest.mark.parametrize("status,body", [(503, b'{"status": "unhealthy"}'), (200, b'{"status": "unhealthy"}'),
+                                         (200, b"not json")])
+def test_unhealthy_agent_leaves_the_trial_running(tmp_path: Path, env: Env, agent: type[_Health], status: int,
+                                                  body: bytes) -> None:
+    agent.status, agent.body = status, body
+    env = make_env(tmp_path, ON_TRIAL)
+    result = confirm(tmp_path, env, agent.url, timeout=2)  # type: ignore[attr-defined]
+    assert result.returncode == 1
+    assert "slot left unconfirmed" in result.stderr
+    assert env.read() == ON_TRIAL
+
+
+def test_no_agent_at_all_leaves_the_trial_running(tmp_path: Path, env: Env) -> None:
+    env = make_env(tmp_path, ON_TRIAL)
+    result = confirm(tmp_path, env, "http://127.0.0.1:9/health", timeout=2)
+    assert result.returncode == 1 and env.read() == ON_TRIAL, result.stderr
+
+
+def test_stale_install_marker_is_cleared_without_a_trial(tmp_path: Path, env: Env) -> None:
+    """After a power cut mid-install: slot A never switched, swupdate's marker left behind."""
+    env = make_env(tmp_path, {"rootpart": "2", "recovery_status": "in_progress", "ustate": "7"})
+    result = confirm(tmp_path, env, "http://127.0.0.1:9/health", timeout=1)
+    assert result.returncode == 0, result.stderr
+    assert env.read() == {"rootpart": "2", "ustate": "3"}
+
+
+def test_confirmed_slot_is_not_rewritten(tmp_path: Path, env: Env) -> None:
+    env = make_env(tmp_path, {"rootpart": "2", "upgrade_available": "0", "bootcount": "0"})
+    before = [(tmp_path / n).read_bytes() for n in ("uboot.env", "uboot-redund.env")]
+    result = confirm(tmp_path, env, "http://127.0.0.1:9/health", timeout=1)
+    assert result.returncode == 0 and "nothing to confirm" in result.stderr
+    assert [(tmp_path / n).read_bytes() for n in ("uboot.env", "uboot-redund.env")] == before
+
+
+def test_unreadable_environment_fails(tmp_path: Path, env: Env) -> None:
+    env = make_env(tmp_path, ON_TRIAL)
+    for name in ("uboot.env", "uboot-redund.env"):
+        (tmp_path / name).write_bytes(b"\0" * ENV_SIZE)
+    result = confirm(tmp_path, env, "http://127.0.0.1:9/health", timeout=1)
+    assert result.returncode == 1 and "cannot read the U-Boot environment" in result.stderr
+
+
+@pytest.mark.parametrize("name,value", [("PYVORIN_CONFIRM_TIMEOUT", "5m"), ("PYVORIN_CONFIRM_INTERVAL", "0"),
+                                        ("PYVORIN_CONFIRM_BOOTLOADER", "grub")])
+def test_bad_settings_are_refused(tmp_path: Path, env: Env, name: str, value: str) -> None:
+    env = make_env(tmp_path, ON_TRIAL)
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    variables = {"PATH": os.environ["PATH"], "RUNTIME_DIRECTORY": str(runtime),
+                 "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config), name: value}
+    result = subprocess.run(["/bin/sh", SCRIPT], env=variables, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode == 1 and name in result.stderr
+    assert env.read() == ON_TRIAL
+
+
+def test_unit_verifies_and_scores_under_budget(tmp_path: Path) -> None:
+    require("systemd-analyze")
+    root = Root(tmp_path / "root")
+    for target in ("sysinit", "basic", "shutdown", "local-fs", "multi-user"):
+        root.unit(f"{target}.target", f"[Unit]\nDescription=stub {target}\n")
+    for unit in ("pyvorin-edge-agent.service", "swupdate.service"):
+        root.unit(unit, "[Service]\nExecStart=/usr/bin/true\n")
+    for binary in ("usr/libexec/pyvorin-confirm", "usr/bin/true"):
+        path = root.path / binary
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755)
+    root.unit("pyvorin-confirm.service", (FILES / "pyvorin-confirm.service").read_text()
+              .replace("@LIBEXECDIR@", "/usr/libexec"))
+    verify(root, "pyvorin-confirm.service")
+    exposure(root, "pyvorin-confirm.service", CONFIRM_THRESHOLD)
+
+
+def test_watchdog_dropin_is_valid_system_conf(tmp_path: Path) -> None:
+    require("systemd-analyze")
+    dropins = tmp_path / "etc/systemd/system.conf.d"
+    dropins.mkdir(parents=True)
+    (dropins / "50-pyvorin-watchdog.conf").write_text((FILES / "50-pyvorin-watchdog.conf").read_text())
+    shown = subprocess.run(["systemd-analyze", "cat-config", f"--root={tmp_path}", "systemd/system.conf"],
+                           capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "RuntimeWatchdogSec=15s" in shown.stdout
+
+
+def _expand(pattern: str) -> list[str]:
+    """AppArmor's {a,b} alternation (one level, as our profiles use it)."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    return [x for alt in match.group(1).split(",") for x in _expand(pattern[:match.start()] + alt + pattern[match.end():])]
+
+
+def test_apparmor_profile_allows_every_program_the_script_runs() -> None:
+    """The enforced profile lists each external program; one missing is an EACCES on the device."""
+    profiles = ROOT / "meta-pyvorin/recipes-security/pyvorin-apparmor-profiles/files"
+    text = "".join(p.read_text() for p in (profiles / "pyvorin-confirm", profiles / "abstractions/pyvorin-ubootenv",
+                                           profiles / "abstractions/pyvorin-tegra-bootctrl"))
+    executable = {path for line in text.splitlines() if re.search(r"\bm?r?ix,$", line.strip())
+                  for path in _expand(line.split()[0])}
+    script = SCRIPT.read_text()
+    for program in ("fw_printenv", "fw_setenv", "curl", "wget", "date", "sleep", "nvbootctrl"):
+        assert re.search(rf"\b{program}\b", script), program
+        assert {f"/usr/bin/{program}", f"/usr/sbin/{program}"} & executable, f"{program} not executable under the profile"
+    assert "owner /run/pyvorin-confirm/* rw," in text
