@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,6 +23,12 @@ pytestmark = [
 pytest.importorskip("bsdiff4")
 
 HANDLERS = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files"
+APPLY_RECIPE = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-delta-apply/pyvorin-delta-apply_0.1.0.bb"
+
+
+def recipe_modules() -> list[str]:
+    """The pyvorin modules the image's pyvorin-delta-apply recipe installs."""
+    return re.findall(r"file://(pyvorin/\S+\.py)", APPLY_RECIPE.read_text())
 
 
 @pytest.fixture
@@ -37,14 +43,21 @@ def delta_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         lua = sandbox.root / "lua"
         lua.mkdir()
         shutil.copy(HANDLERS / "swupdate_handlers.lua", lua)
+        # Exactly the modules and the wrapper the image's recipe installs,
+        # run by the system python3 as on the device: a module the recipe
+        # forgets fails here.
         python = sandbox.root / "python"
-        shutil.copytree(ROOT / "scripts" / "pyvorin", python / "pyvorin",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        # swupdate's embedded Lua loads swupdate_handlers.lua from LUA_PATH at start.
+        for module in recipe_modules():
+            (python / module).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "scripts" / module, python / module)
+        wrapper = sandbox.root / "pyvorin-delta-apply"
+        shutil.copy(APPLY_RECIPE.parent / "files/pyvorin-delta-apply", wrapper)
+        # Debian's swupdate (no embedded handler) loads swupdate_handlers.lua
+        # from LUA_PATH at start; the image compiles the same file in.
         monkeypatch.setenv("LUA_PATH", f"{lua}/?.lua;;")
-        interpreter = os.path.realpath(sys.executable)  # a venv under /tmp would vanish too
-        monkeypatch.setenv("PYVORIN_DELTA_APPLY", f"{interpreter} -m pyvorin.delta")
+        monkeypatch.setenv("PYVORIN_DELTA_APPLY", str(wrapper))
         monkeypatch.setenv("PYTHONPATH", str(python))
+        monkeypatch.setenv("PATH", f"/usr/bin:/bin:{os.environ.get('PATH', '')}")
 
     return enable
 

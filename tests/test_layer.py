@@ -229,3 +229,19 @@ def test_kas_menu_offers_every_fragment() -> None:
     fragments = {str(p.relative_to(ROOT)) for p in KAS_FILES if p.parent != KAS or p.name == "pyvorin.yml"}
     assert offered == fragments
     assert not config.warnings, config.warnings
+
+
+def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
+    """The recipe's version is the tool's, and its files exist beside the layer."""
+    import pyvorin
+
+    recipes = list((LAYER / "recipes-pyvorin/pyvorin-delta-apply").glob("pyvorin-delta-apply_*.bb"))
+    assert [r.name for r in recipes] == [f"pyvorin-delta-apply_{pyvorin.__version__}.bb"]
+    text = recipes[0].read_text()
+    modules = re.findall(r"file://(pyvorin/\S+\.py)", text)
+    assert "pyvorin/delta/apply.py" in modules and "pyvorin/delta/make.py" not in modules
+    for module in modules:
+        assert (ROOT / "scripts" / module).is_file(), module
+    # The embedded handler runs it: swupdate must pull it in.
+    inc = (LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/swupdate_pyvorin.inc").read_text()
+    assert "pyvorin-delta-apply" in inc.split("RDEPENDS:${PN}")[1]
