@@ -368,6 +368,35 @@ def test_journald_check_catches_a_bad_key(tmp_path: Path) -> None:
     assert "weekly" in output, output
 
 
+def test_tmpfiles_puts_the_journal_on_data(tmp_path: Path) -> None:
+    """Debian's systemd-tmpfiles applies the layer's entries to an image-like root.
+
+    /var/log is oe-core's link to volatile/log on a fresh tmpfs; afterwards
+    /var/log/journal must lead to /data/log/journal, setgid systemd-journal.
+    """
+    _need_root_and("systemd-tmpfiles")
+    root = tmp_path / "root"
+    for directory in ("var/volatile", "data", "etc", "usr/lib/tmpfiles.d"):
+        (root / directory).mkdir(parents=True)
+    (root / "var/log").symlink_to("volatile/log")
+    (root / "etc/group").write_text("root:x:0:\nsystemd-journal:x:101:\n")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    conf = root / "usr/lib/tmpfiles.d/pyvorin-journal.conf"
+    shutil.copy(FILES / "pyvorin-journal.tmpfiles", conf)
+    result = subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create", str(conf)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    link = root / "var/volatile/log/journal"
+    assert os.readlink(link) == "/data/log/journal"
+    journal = root / "data/log/journal"
+    info = journal.stat()
+    assert oct(info.st_mode & 0o7777) == "0o2755" and info.st_gid == 101, oct(info.st_mode)
+    # A second boot finds everything in place and changes nothing.
+    again = subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create", str(conf)],
+                           capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and not again.stderr.strip(), again.stderr
+
+
 # --- system.conf.d ------------------------------------------------------------------
 
 def test_system_conf_keys_are_known_to_pid1_and_values_parse() -> None:

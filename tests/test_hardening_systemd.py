@@ -89,11 +89,28 @@ RemainAfterExit=yes
 STUB_TARGETS = ("sysinit", "basic", "shutdown", "network-pre", "network", "multi-user", "sockets",
                 "local-fs", "paths", "timers")
 STUB_BINARIES = ("usr/lib/swupdate/swupdate.sh", "usr/sbin/nft", "usr/sbin/sshd", "usr/bin/mkdir",
-                 "usr/libexec/sshd_check_keys")
+                 "usr/libexec/sshd_check_keys", "usr/bin/systemd-tmpfiles")
 
 # Exposure budgets (0-100 scale of --threshold; 40 = 4.0).
 SWUPDATE_THRESHOLD = 40
 FIREWALL_THRESHOLD = 15
+JOURNAL_STORAGE_THRESHOLD = 20
+# systemd's own unit, as systemd 255 (scarthgap) installs it; only what
+# ordering and verify need.
+JOURNAL_FLUSH_SERVICE = """\
+[Unit]
+Description=Flush Journal to Persistent Storage
+DefaultDependencies=no
+After=systemd-journald.service systemd-remount-fs.service
+Before=shutdown.target
+Conflicts=shutdown.target
+RequiresMountsFor=/var/log/journal
+
+[Service]
+ExecStart=/usr/bin/mkdir -p /run/flushed
+Type=oneshot
+RemainAfterExit=yes
+"""
 
 
 @dataclass(frozen=True)
@@ -164,6 +181,22 @@ def test_firewall_unit_verifies_and_scores_under_budget(root: Root) -> None:
     root.unit("pyvorin-firewall.service", firewall_unit())
     verify(root, "pyvorin-firewall.service")
     exposure(root, "pyvorin-firewall.service", FIREWALL_THRESHOLD)
+
+
+def test_journal_storage_unit_verifies_scores_and_runs_before_the_flush(root: Root) -> None:
+    unit = (HARDENING / "pyvorin-journal-storage.service").read_text() \
+        .replace("@BINDIR@", "/usr/bin").replace("@TMPFILESDIR@", "/usr/lib/tmpfiles.d")
+    root.unit("systemd-journal-flush.service", JOURNAL_FLUSH_SERVICE)
+    root.unit("pyvorin-journal-storage.service", unit)
+    verify(root, "pyvorin-journal-storage.service", "systemd-journal-flush.service")
+    exposure(root, "pyvorin-journal-storage.service", JOURNAL_STORAGE_THRESHOLD)
+    shown = subprocess.run(["systemd-analyze", "cat-config", f"--root={root.path}",
+                            f"/{UNITDIR}/pyvorin-journal-storage.service"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "Before=systemd-journal-flush.service" in shown
+    assert "WantedBy=systemd-journal-flush.service" in shown
+    # PrivateTmp= would order it after systemd-tmpfiles-setup, i.e. after the flush.
+    assert not re.search(r"^PrivateTmp=", shown, re.M)
 
 
 def test_sshd_socket_dropin_moves_the_port(root: Root) -> None:

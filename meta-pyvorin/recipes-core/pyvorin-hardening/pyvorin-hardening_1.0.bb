@@ -10,6 +10,8 @@ LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda
 SRC_URI = "file://60-pyvorin-hardening.conf \
            file://system.conf \
            file://journald.conf \
+           file://pyvorin-journal.tmpfiles \
+           file://pyvorin-journal-storage.service \
            file://sshd_config.in \
            file://sshd-socket.conf.in \
            file://audit.rules \
@@ -64,6 +66,12 @@ do_install() {
     install -D -m 0644 ${S}/60-pyvorin-hardening.conf ${D}${nonarch_libdir}/sysctl.d/60-pyvorin-hardening.conf
     install -D -m 0644 ${S}/system.conf ${D}${systemd_unitdir}/system.conf.d/60-pyvorin.conf
     install -D -m 0644 ${S}/journald.conf ${D}${systemd_unitdir}/journald.conf.d/60-pyvorin.conf
+    # The persistent journal on /data, set up before journald's flush.
+    install -D -m 0644 ${S}/pyvorin-journal.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/pyvorin-journal.conf
+    install -d ${D}${systemd_system_unitdir}
+    sed -e 's,@BINDIR@,${bindir},g' -e 's,@TMPFILESDIR@,${nonarch_libdir}/tmpfiles.d,g' \
+        ${S}/pyvorin-journal-storage.service > ${D}${systemd_system_unitdir}/pyvorin-journal-storage.service
+    chmod 0644 ${D}${systemd_system_unitdir}/pyvorin-journal-storage.service
 
     install -d ${D}${sysconfdir}/ssh/sshd_config.d ${D}${systemd_system_unitdir}/sshd.socket.d
     sed -e 's,@SSH_PORT@,${@pyvorin_port(d, 'PYVORIN_SSH_PORT')},g' \
@@ -93,15 +101,19 @@ PACKAGES = "${PN}-sysctl ${PN}-systemd ${PN}-journald ${PN}-ssh ${PN}-audit ${PN
 
 FILES:${PN}-sysctl += "${nonarch_libdir}/sysctl.d"
 FILES:${PN}-systemd += "${systemd_unitdir}/system.conf.d"
-FILES:${PN}-journald += "${systemd_unitdir}/journald.conf.d"
+FILES:${PN}-journald += "${systemd_unitdir}/journald.conf.d \
+                         ${nonarch_libdir}/tmpfiles.d/pyvorin-journal.conf \
+                         ${systemd_system_unitdir}/pyvorin-journal-storage.service \
+                         "
 FILES:${PN}-ssh += "${sysconfdir}/ssh/sshd_config.d ${systemd_system_unitdir}/sshd.socket.d"
 FILES:${PN}-audit += "${sysconfdir}/audit/rules.d"
 FILES:${PN}-firewall += "${datadir}/pyvorin/firewall.nft ${systemd_system_unitdir}/pyvorin-firewall.service"
 CONFFILES:${PN}-ssh += "${sysconfdir}/ssh/sshd_config.d/50-pyvorin.conf"
 CONFFILES:${PN}-audit += "${sysconfdir}/audit/rules.d/50-pyvorin.rules"
 
-SYSTEMD_PACKAGES = "${PN}-firewall"
+SYSTEMD_PACKAGES = "${PN}-firewall ${PN}-journald"
 SYSTEMD_SERVICE:${PN}-firewall = "pyvorin-firewall.service"
+SYSTEMD_SERVICE:${PN}-journald = "pyvorin-journal-storage.service"
 
 # The audit rules need auditd (meta-oe), the firewall nft (meta-networking):
 # without those layers the packages are not pulled in (the kas tree has both).
