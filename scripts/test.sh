@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES="swupdate libubootenv-tool u-boot-tools softhsm2 opensc openssl cpio e2fsprogs gzip zstd util-linux bsdiff apparmor strace nftables openssh-server systemd iproute2 \
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
-    qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev"
+    qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do

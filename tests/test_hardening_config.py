@@ -172,6 +172,7 @@ def test_sshd_accepts_the_policy_and_it_wins(sshd_config: Callable[[str], Path])
         "authenticationmethods": "publickey", "permitemptypasswords": "no", "hostbasedauthentication": "no",
         "allowtcpforwarding": "no", "allowagentforwarding": "no", "x11forwarding": "no", "permittunnel": "no",
         "maxauthtries": "3", "permituserenvironment": "no",
+        "authorizedkeysfile": "/etc/ssh/authorized_keys/%u",
     }
     wrong = {k: (effective.get(k), v) for k, v in expected.items() if effective.get(k) != v}
     assert not wrong, f"effective sshd settings (got, wanted): {wrong}"

@@ -17,6 +17,7 @@ IMAGE_INSTALL = "packagegroup-core-boot \
                  pyvorin-hwrevision \
                  ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-hardening', 'pyvorin-hardening', '', d)} \
                  ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate pyvorin-confirm', '', d)} \
+                 ${@'pyvorin-admin' if d.getVar('PYVORIN_ADMIN_USER') else ''} \
                  ${CORE_IMAGE_EXTRA_INSTALL} \
                 "
 
