@@ -23,6 +23,7 @@ from conftest import Cli, KeySet
 from qemu import bundles, host, images
 from qemu.device import Device, Firmware, firmware
 from qemu.disk import Layout
+from qemu.vm import RunResult
 
 OLD = "2026.11.0"      # installed in slot A
 NEW = "2026.11.1"      # the update
@@ -96,6 +97,13 @@ def confirmed(env: dict[str, str], rootpart: str) -> bool:
             and env.get("bootcount") == "0")
 
 
+def fell_back(dev: Device, run_log: str) -> None:
+    env = dev.env()
+    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run_log
+    assert confirmed(env, "2"), env
+    assert env["ustate"] == "3", env          # STATE_FAILED, for the agent to report
+
+
 def test_a_plain_boot_of_slot_a(device: Callable[[], Device]) -> None:
     dev = device()
     run = dev.boot()
@@ -141,24 +149,20 @@ def test_b_signed_update_confirms_and_stays(device: Callable[[], Device], made: 
     assert confirmed(dev.env(), "3")
 
 
-def test_c_unconfirmed_slot_falls_back_after_bootlimit(device: Callable[[], Device], made: Images) -> None:
+def failed_trial(device: Callable[[], Device], made: Images, role: str) -> tuple[Device, RunResult]:
+    """Install a ``role`` image from A; B must get its bootlimit boots, then A again."""
     dev = device()
-    dev.set_data(made.bundle("unhealthy", NEW))
+    dev.set_data(made.bundle(role, NEW))
     run = dev.boot()
     # 1 boot of A (install), bootlimit=3 counted boots of B, then altbootcmd.
     assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    return dev, run
+
+
+def test_c_unconfirmed_slot_falls_back_after_bootlimit(device: Callable[[], Device], made: Images) -> None:
+    dev, run = failed_trial(device, made, "unhealthy")
     assert run.lines().count("PYVTEST confirm status=1") == 3, run.log
-    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run.log
-    env = dev.env()
-    assert confirmed(env, "2"), env
-    assert env["ustate"] == "3", env          # STATE_FAILED, for the agent to report
-
-
-def fell_back(dev: Device, run_log: str) -> None:
-    env = dev.env()
-    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run_log
-    assert confirmed(env, "2"), env
-    assert env["ustate"] == "3", env
+    fell_back(dev, run.log)
 
 
 @pytest.mark.slow
@@ -178,20 +182,14 @@ def test_d_destroyed_slot_falls_back(device: Callable[[], Device], made: Images)
 
 @pytest.mark.slow
 def test_e_kernel_panic_falls_back(device: Callable[[], Device], made: Images) -> None:
-    dev = device()
-    dev.set_data(made.bundle("panic", NEW))
-    run = dev.boot()
-    assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    dev, run = failed_trial(device, made, "panic")
     assert len(re.findall(r"Kernel panic - not syncing: sysrq triggered crash", run.log)) == 3, run.log
     fell_back(dev, run.log)
 
 
 @pytest.mark.slow
 def test_f_userspace_hang_watchdog_falls_back(device: Callable[[], Device], made: Images) -> None:
-    dev = device()
-    dev.set_data(made.bundle("hang", NEW))
-    run = dev.boot()
-    assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    dev, run = failed_trial(device, made, "hang")
     # Nothing in the guest rebooted: every B boot ended in a watchdog reset.
     b_boots = run.log.split("pyvorin: booting slot 3")[1:]
     assert all("PYVTEST hanging" in boot and "PYVTEST reboot" not in boot for boot in b_boots), run.log

@@ -17,8 +17,10 @@ _DONE = ".complete"
 
 
 def root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    path = Path(base) / "pyvorin-tests" / "qemu"
+    """``$PYVORIN_TEST_CACHE/qemu``, by default ``${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests/qemu``."""
+    base = os.environ.get("PYVORIN_TEST_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyvorin-tests")
+    path = Path(base) / "qemu"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
