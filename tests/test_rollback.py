@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from conftest import Cli, KeySet
-from qemu import bundles, host, images
+from qemu import bundles, host, images, layer
 from qemu.device import Device, Firmware, firmware
 from qemu.disk import Layout
 from qemu.vm import RunResult
@@ -45,6 +46,18 @@ def parts() -> Firmware:
     built = firmware()
     print(f"firmware ready in {time.monotonic() - started:.0f}s")
     return built
+
+
+# The conftest fixtures, by shape: "conftest" is not importable by name once
+# tests/agent/conftest.py is collected too.
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+class KeySet(Protocol):
+    @property
+    def ca(self) -> Path: ...
+
+    def signing_args(self) -> list[str]: ...
 
 
 class Images:
@@ -223,3 +236,21 @@ def test_g_power_cut_during_install_then_retry(device: Callable[[], Device], mad
     assert retry.boots() == ["2", "3"], retry.log
     assert "PYVTEST swupdate status=0" in retry.lines(), retry.log
     assert confirmed(dev.env(), "3")
+
+
+def test_rpi_recipe_fills_the_same_words_as_the_qemu_board() -> None:
+    """rpi-u-boot-scr_pyvorin.inc seds every word of boot.cmd.in (else its bbfatal fires)."""
+    inc = (layer.RPI_BSP / "rpi-u-boot-scr/rpi-u-boot-scr_pyvorin.inc").read_text()
+    filled = set(re.findall(r"-e 's(.)@@([A-Z_]+)@@\1", inc))
+    template = set(re.findall(r"@@([A-Z_]+)@@", layer.BOOT_SCRIPT.read_text()))
+    assert {word for _, word in filled} == template == set(layer.QEMU_BOOT_WORDS)
+
+
+def test_environment_size_agrees_between_uboot_and_libubootenv() -> None:
+    """A mismatch makes U-Boot reject the file and silently boot its default environment."""
+    fragment = (layer.RPI_BSP / "u-boot/files/pyvorin-ab.cfg").read_text()
+    size = re.search(r"^CONFIG_ENV_SIZE=(\S+)$", fragment, re.M)
+    assert size and int(size.group(1), 0) == layer.env_size()
+    assert layer.env_files() == ["uboot.env", "uboot-redund.env"]
+    for name, option in (("uboot.env", "CONFIG_ENV_FAT_FILE"), ("uboot-redund.env", "CONFIG_ENV_FAT_FILE_REDUND")):
+        assert f'{option}="{name}"' in fragment

@@ -83,5 +83,3 @@ class Device:
     def env(self) -> dict[str, str]:
         return self.disk.env(layer.env_files(), layer.env_size())
 
-
-__all__ = ["ROOT_A", "ROOT_B", "Device", "Firmware", "firmware"]

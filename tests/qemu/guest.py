@@ -8,7 +8,6 @@ scenarios run and the shared libraries they need (found with readelf)."""
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
@@ -168,6 +167,3 @@ def base_tree(dest: Path) -> None:
     _copy_file(root / _LOADER, dest / "lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", 0o755)
     (dest / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
 
-
-def size_of(path: Path) -> int:
-    return sum(p.lstat().st_size for p in path.rglob("*")) if path.is_dir() else os.path.getsize(path)

@@ -91,9 +91,3 @@ class Machine:
         self._process.wait()
         return RunResult(self.text(), time.monotonic() - self._started, None)
 
-
-def boot(firmware: Path, disk: Path, log: Path, timeout: float) -> RunResult:
-    """One run until power-off."""
-    machine = Machine(firmware, disk, log)
-    machine.start()
-    return machine.wait(timeout)
