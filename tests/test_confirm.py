@@ -210,3 +210,26 @@ def test_apparmor_profile_allows_every_program_the_script_runs() -> None:
         assert re.search(rf"\b{program}\b", script), program
         assert {f"/usr/bin/{program}", f"/usr/sbin/{program}"} & executable, f"{program} not executable under the profile"
     assert "owner /run/pyvorin-confirm/* rw," in text
+
+
+def test_tegra_mode_waits_for_health_before_nvbootctrl(tmp_path: Path, agent: type[_Health]) -> None:
+    """No Jetson here: with no nvbootctrl on PATH the call fails, but only after a healthy answer."""
+    require("curl")
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    base = {"PATH": "/usr/bin:/bin", "RUNTIME_DIRECTORY": str(runtime), "PYVORIN_CONFIRM_BOOTLOADER": "tegra",
+            "PYVORIN_CONFIRM_TIMEOUT": "1", "PYVORIN_CONFIRM_INTERVAL": "1"}
+    healthy = subprocess.run(["/bin/sh", SCRIPT], env={**base, "PYVORIN_CONFIRM_URL": agent.url},  # type: ignore[attr-defined]
+                             capture_output=True, text=True, timeout=30, check=False)
+    assert healthy.returncode == 1 and "nvbootctrl verify failed" in healthy.stderr, healthy.stderr
+    absent = subprocess.run(["/bin/sh", SCRIPT], env={**base, "PYVORIN_CONFIRM_URL": "http://127.0.0.1:9/health"},
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert absent.returncode == 1 and "nvbootctrl" not in absent.stderr, absent.stderr
+
+
+@pytest.mark.parametrize("script", [SCRIPT, ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-core/images/files"
+                                    / "tegra/pyvorin-tegra-slot.sh"], ids=lambda p: p.name)
+def test_device_scripts_parse_as_posix_sh(script: Path) -> None:
+    require("dash")
+    result = subprocess.run(["dash", "-n", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
