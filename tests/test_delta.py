@@ -191,3 +191,19 @@ def test_cli_errors(cli, tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "d").exists() and not (tmp_path / "t").exists()
+
+
+def test_size_report_counts_what_zstd_writes(cli, tmp_path: Path) -> None:
+    require("zstd")
+    rng = random.Random(11)
+    old = b"".join(rng.randbytes(2048) + bytes(2048) for _ in range(256))
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(_mutate(old, rng, 10))
+    result = cli("delta", tmp_path / "old", tmp_path / "new", "-o", tmp_path / "d.pyvd")
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "new", "rb") as source:  # from a pipe, as the tool feeds it
+        reference = subprocess.run(["zstd", "-12", "--single-thread", "-q", "-c"], stdin=source,
+                                   capture_output=True, check=True).stdout
+    assert f"full image with zstd -12: {len(reference)} bytes" in result.stdout, result.stdout
+    delta = (tmp_path / "d.pyvd").stat().st_size
+    assert f"delta {delta} bytes for a {len((tmp_path / 'new').read_bytes())}-byte image" in result.stdout

@@ -59,7 +59,7 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     parser.add_argument("--memory", type=size_arg, default=1 << 30, metavar="SIZE",
                         help="host memory budget for the windowed delta (default 1G)")
     parser.add_argument("--no-report", action="store_true",
-                        help="skip the size report (it compresses NEW with zstd -19 for comparison)")
+                        help="skip the size report (it compresses NEW with zstd -12 for comparison)")
     parser.set_defaults(func=run)
     apply = subparsers.add_parser("delta-apply", help=APPLY_HELP, description=APPLY_DESCRIPTION,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,29 +85,42 @@ def _plain(old: Path, new: Path, output: Path) -> int:
     return output.stat().st_size
 
 
+REPORT_LEVEL = 12  # ~10x faster than -19 for ~13 % more bytes on rootfs images
+
+
 def _zstd_size(path: Path) -> int | None:
+    """Bytes of ``path`` compressed with zstd, counted as they stream by.
+
+    One thread: ~60 MiB whatever the image size (-T0 at -19 took 316 MiB).
+    """
     if shutil.which("zstd") is None:
         return None
-    with open(path, "rb") as source:
-        result = subprocess.run(["zstd", "-19", "-T0", "-q", "-c"], stdin=source, capture_output=True, check=False)
-    return len(result.stdout) if result.returncode == 0 else None
+    total = 0
+    with open(path, "rb") as source, subprocess.Popen(
+            ["zstd", f"-{REPORT_LEVEL}", "--single-thread", "-q", "-c"], stdin=source,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as zstd:
+        assert zstd.stdout is not None
+        while chunk := zstd.stdout.read(1 << 20):
+            total += len(chunk)
+    return total if zstd.returncode == 0 else None
 
 
 def run(args: argparse.Namespace) -> int:
     if args.format == "bsdiff":
         size = _plain(args.old, args.new, args.output)
+        new_size = args.new.stat().st_size
     else:
         report = make_delta(args.old, args.new, args.output, args.memory, terminal_progress)
         size = report.delta_size
         print(f"windows diffed: {report.windows} ({report.patched_bytes} bytes) with {report.workers} workers; "
               f"copied {report.copy_bytes}, zero {report.zero_bytes}")
-    new_size = args.new.stat().st_size
+        new_size = report.new_size
     print(f"wrote {args.output}: delta {size} bytes for a {new_size}-byte image "
           f"({100 * (1 - size / max(new_size, 1)):.1f}% smaller)")
     if not args.no_report:
         compressed = _zstd_size(args.new)
         if compressed:
-            print(f"  full image with zstd -19: {compressed} bytes; the delta is "
+            print(f"  full image with zstd -{REPORT_LEVEL}: {compressed} bytes; the delta is "
                   f"{100 * (1 - size / compressed):.1f}% smaller than that")
     return 0
 
