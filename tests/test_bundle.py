@@ -194,11 +194,13 @@ def test_unwritable_output_dir_as_unprivileged_user(cli, tmp_path: Path) -> None
 
 def _peak_rss_of_bundle(cli, keys, spec: Path, out: Path) -> int:
     """Build in a child process and return its peak RSS in KiB."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so a child
+    # forked from a large pytest process would report the parent's size.
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from pyvorin.cli import pyvorin\n"
         "rc = pyvorin(sys.argv[1:])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n"
         "sys.exit(rc)\n"
     )
     result = subprocess.run([sys.executable, "-c", code, "bundle", str(spec), "-o", str(out),
