@@ -24,11 +24,13 @@ import pytest
 from qemu import bundles, host, images, layer
 from qemu.device import Device, Firmware, firmware
 from qemu.disk import Layout
+from qemu.guest import Kernel
 from qemu.vm import RunResult
 
 OLD = "2026.11.0"      # installed in slot A
 NEW = "2026.11.1"      # the update
-ROOTFS_SIZE = 88 * 1024 * 1024
+#: The Debian arm64 kernel (32 MiB, an uncompressed Image) and initramfs are in every slot's /boot.
+ROOTFS_SIZE = 136 * 1024 * 1024
 #: Incompressible bytes that make the power-cut install last long enough to be cut.
 PADDING = 8 * 1024 * 1024
 assert ROOTFS_SIZE <= Layout().root * 1024 * 1024
@@ -63,16 +65,18 @@ class KeySet(Protocol):
 class Images:
     """Root file system images and bundles, built once per session."""
 
-    def __init__(self, work: Path, cli: Cli, keys: KeySet) -> None:
+    def __init__(self, work: Path, cli: Cli, keys: KeySet, kernel: Kernel) -> None:
         self.work = work
         self.cli = cli
         self.keys = keys
+        self.kernel = kernel
         self._made: dict[tuple[str, str, int], Path] = {}
 
     def rootfs(self, role: str, version: str, padding: int = 0) -> Path:
         key = (role, version, padding)
         if key not in self._made:
-            self._made[key] = images.rootfs_image(self.work, role, version, self.keys.ca, ROOTFS_SIZE, padding)
+            self._made[key] = images.rootfs_image(self.work, role, version, self.keys.ca, self.kernel,
+                                                      ROOTFS_SIZE, padding)
         return self._made[key]
 
     def bundle(self, role: str, version: str, padding: int = 0) -> Path:
@@ -87,8 +91,8 @@ class Images:
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory: pytest.TempPathFactory, cli: Cli, keys: KeySet) -> Images:
-    return Images(tmp_path_factory.mktemp("qemu-images"), cli, keys)
+def made(tmp_path_factory: pytest.TempPathFactory, cli: Cli, keys: KeySet, parts: Firmware) -> Images:
+    return Images(tmp_path_factory.mktemp("qemu-images"), cli, keys, parts.kernel)
 
 
 @pytest.fixture
@@ -110,6 +114,11 @@ def confirmed(env: dict[str, str], rootpart: str) -> bool:
             and env.get("bootcount") == "0")
 
 
+def kernel_builds(run: RunResult) -> list[str]:
+    """Per started kernel, the release whose /boot it came from (stamped into each slot's initramfs)."""
+    return re.findall(r"initramfs: kernel build (\S+)", run.log)
+
+
 def fell_back(dev: Device, run_log: str) -> None:
     env = dev.env()
     assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run_log
@@ -121,7 +130,9 @@ def test_a_plain_boot_of_slot_a(device: Callable[[], Device]) -> None:
     dev = device()
     run = dev.boot()
     assert run.boots() == ["2"], run.log
+    assert kernel_builds(run) == [OLD], run.log      # the kernel came from slot A's /boot
     assert f"PYVTEST booted root=/dev/vda2 role=good version={OLD}" in run.lines(), run.log
+    assert dev.disk.boot_files() == ["boot.scr", "uboot-redund.env", "uboot.env"]  # no kernel on the FAT
     assert "PYVTEST confirm status=0" in run.lines(), run.log
     assert "slot not on trial" in run.log
     env = dev.env()
@@ -138,6 +149,7 @@ def test_b_signed_update_confirms_and_stays(device: Callable[[], Device], made: 
     dev.set_data(made.bundle("good", NEW))
     run = dev.boot()
     assert run.boots() == ["2", "3"], run.log
+    assert kernel_builds(run) == [OLD, NEW], run.log  # B booted the kernel it was installed with
     lines = run.lines()
     assert "PYVTEST swupdate status=0" in lines, run.log
     assert f"-N {OLD}" in run.log, "50-pyvorin must pass the running version to swupdate -N"
@@ -150,6 +162,7 @@ def test_b_signed_update_confirms_and_stays(device: Callable[[], Device], made: 
 
     again = dev.boot()
     assert again.boots() == ["3"], again.log
+    assert kernel_builds(again) == [NEW], again.log
     assert "slot not on trial" in again.log
     assert confirmed(dev.env(), "3")
 
@@ -169,6 +182,8 @@ def failed_trial(device: Callable[[], Device], made: Images, role: str) -> tuple
     run = dev.boot()
     # 1 boot of A (install), bootlimit=3 counted boots of B, then altbootcmd.
     assert run.boots() == ["2", "3", "3", "3", "2"], run.log
+    # B's own kernel on every trial boot; after the rollback A's kernel again.
+    assert kernel_builds(run) == [OLD, NEW, NEW, NEW, OLD], run.log
     return dev, run
 
 
@@ -188,8 +203,11 @@ def test_d_destroyed_slot_falls_back(device: Callable[[], Device], made: Images)
     dev.destroy_root_b()
     run = dev.boot()
     assert run.boots() == ["3", "3", "3", "2"], run.log
-    assert run.log.count("initramfs: cannot mount root /dev/vda3") == 3, run.log
-    assert run.log.count("Kernel panic - not syncing") == 3, run.log
+    # The kernel lives in the destroyed slot: U-Boot cannot load it and
+    # resets, and that boot counts; only A's kernel ever starts.
+    assert run.log.count("pyvorin: cannot start the kernel of slot 3") == 3, run.log
+    assert kernel_builds(run) == [OLD], run.log
+    assert "Kernel panic" not in run.log, run.log
     fell_back(dev, run.log)
 
 
@@ -234,6 +252,7 @@ def test_g_power_cut_during_install_then_retry(device: Callable[[], Device], mad
     dev.set_data(bundle)
     retry = dev.boot()
     assert retry.boots() == ["2", "3"], retry.log
+    assert kernel_builds(retry) == [OLD, NEW], retry.log
     assert "PYVTEST swupdate status=0" in retry.lines(), retry.log
     assert confirmed(dev.env(), "3")
 

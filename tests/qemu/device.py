@@ -44,11 +44,8 @@ class Device:
         script.write_text(layer.boot_script())
         run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "pyvorin A/B", "-d", script,
              self.work / "boot.scr"])
-        fat = make_fat(self.work / "boot.vfat", self.disk.layout.size(BOOT), {
-            "boot.scr": self.work / "boot.scr",
-            "vmlinuz": self.parts.kernel.image,
-            "initrd.img": self.parts.kernel.initrd,
-        })
+        # Only the boot script: kernel and initramfs live in /boot of each slot.
+        fat = make_fat(self.work / "boot.vfat", self.disk.layout.size(BOOT), {"boot.scr": self.work / "boot.scr"})
         self.disk.create()
         self.disk.write_partition(BOOT, fat)
         self.disk.write_partition(ROOT_A, root_a)

@@ -23,7 +23,7 @@ class Layout:
     """Partition sizes in MiB; partition 1 starts at 1 MiB."""
 
     boot: int = 64
-    root: int = 96
+    root: int = 144
     data: int = 96
 
     def sizes(self) -> list[int]:

@@ -85,11 +85,30 @@ def _load_order(index: Mapping[str, Path], wanted: Iterable[str]) -> list[str]:
     return order
 
 
-def _cpio(staging: Path, out: Path) -> None:
+def _cpio_bytes(staging: Path) -> bytes:
     names = sorted(str(p.relative_to(staging)) for p in staging.rglob("*"))
-    data = run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=staging,
+    return run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=staging,
                input_bytes=("\n".join(names) + "\n").encode())
-    out.write_bytes(gzip.compress(data, 6, mtime=0))
+
+
+def _cpio(staging: Path, out: Path) -> None:
+    out.write_bytes(gzip.compress(_cpio_bytes(staging), 6, mtime=0))
+
+
+def stamped_initrd(base: Path, build: str, dest: Path) -> Path:
+    """``base`` with ``/pyvorin-build`` = ``build`` added, which the initramfs prints.
+
+    Every root slot carries its own copy, so the serial log shows which slot's
+    /boot U-Boot loaded. The kernel reads concatenated cpio archives; GNU cpio
+    pads each to 512 bytes, so the second one starts aligned."""
+    staging = dest.with_name(dest.name + ".stamp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    (staging / "pyvorin-build").write_text(build + "\n")
+    data = gzip.decompress(base.read_bytes()) + _cpio_bytes(staging)
+    shutil.rmtree(staging)
+    dest.write_bytes(gzip.compress(data, 6, mtime=0))
+    return dest
 
 
 def _build_kernel(out: Path) -> None:

@@ -25,11 +25,17 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, padding: int = 0) -> Path:
-    """A root file system tree; ``padding`` bytes of incompressible data make installs take longer."""
+def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, kernel: guest.Kernel,
+                padding: int = 0) -> Path:
+    """A root file system tree; ``padding`` bytes of incompressible data make installs take longer.
+
+    /boot holds the kernel and an initramfs stamped with ``version``: U-Boot
+    boots them from the slot, as it boots the Raspberry Pi's kernel-image."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role}")
     guest.base_tree(dest)
+    shutil.copy2(kernel.image, dest / "boot/vmlinuz")
+    guest.stamped_initrd(kernel.initrd, version, dest / "boot/initrd.img")
     for name, (text, mode) in layer.rootfs_files(SLOT_A, SLOT_B).items():
         _write(dest / name, text, mode)
     with open(dest / "etc/default/pyvorin-confirm", "a") as handle:
@@ -51,9 +57,10 @@ def _noise(size: int) -> bytes:
     return random.Random(size).randbytes(size)
 
 
-def rootfs_image(work: Path, role: str, version: str, ca_cert: Path, size: int, padding: int = 0) -> Path:
+def rootfs_image(work: Path, role: str, version: str, ca_cert: Path, kernel: guest.Kernel, size: int,
+                 padding: int = 0) -> Path:
     """An ext4 image of a role's tree, ``size`` bytes."""
-    tree = rootfs_tree(work / f"tree-{role}-{version}", role, version, ca_cert, padding)
+    tree = rootfs_tree(work / f"tree-{role}-{version}", role, version, ca_cert, kernel, padding)
     image = make_ext4(work / f"rootfs-{role}-{version}.ext4", size, tree, f"root-{role}")
     shutil.rmtree(tree)
     return image

@@ -24,6 +24,7 @@ SWUPDATE = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files"
 QEMU_BOOT_WORDS: Mapping[str, str] = {
     "BOOT_MEDIA": "virtio",
     "PYVORIN_BOOT_DEVPART": "0:1",
+    "PYVORIN_BOOT_DEV": "0",
     "PYVORIN_ENV_FILE": "uboot.env",
     "PYVORIN_ENV_FILE_REDUND": "uboot-redund.env",
     "PYVORIN_SLOT_A_PART": "2",
@@ -33,7 +34,9 @@ QEMU_BOOT_WORDS: Mapping[str, str] = {
     "PYVORIN_PANIC_TIMEOUT": "1",
     "PYVORIN_BASE_BOOTARGS": "setenv bootargs console=ttyAMA0 quiet",
     "KERNEL_IMAGETYPE": "vmlinuz",
-    "PYVORIN_LOAD_INITRD": "fatload virtio 0:1 ${ramdisk_addr_r} initrd.img && "
+    # The Debian kernel needs an initramfs (virtio, ext4 are modules): it comes
+    # from the same slot as the kernel, like the modules it carries.
+    "PYVORIN_LOAD_INITRD": "load virtio 0:${rootpart} ${ramdisk_addr_r} /boot/initrd.img && "
                            "setenv pyvorin_initrd ${ramdisk_addr_r}:${filesize}",
     "KERNEL_BOOTCMD": "booti",
     "PYVORIN_FDT_ADDR": "${fdtcontroladdr}",

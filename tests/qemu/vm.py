@@ -23,7 +23,7 @@ class RunResult:
 
     def boots(self) -> list[str]:
         """Root partitions U-Boot's boot script started, in order."""
-        return re.findall(r"pyvorin: booting slot (\d+) ", self.log)
+        return re.findall(r"pyvorin: booting slot (\d+) \(bootcount", self.log)
 
     def lines(self, prefix: str = "PYVTEST") -> list[str]:
         return [line.strip() for line in self.log.splitlines() if line.strip().startswith(prefix)]
