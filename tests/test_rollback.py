@@ -273,3 +273,20 @@ def test_environment_size_agrees_between_uboot_and_libubootenv() -> None:
     assert layer.env_files() == ["uboot.env", "uboot-redund.env"]
     for name, option in (("uboot.env", "CONFIG_ENV_FAT_FILE"), ("uboot-redund.env", "CONFIG_ENV_FAT_FILE_REDUND")):
         assert f'{option}="{name}"' in fragment
+
+
+def test_kernel_comes_from_the_booted_slot() -> None:
+    """Kernel and modules update and roll back together only if the kernel is read from ${rootpart}."""
+    script = layer.BOOT_SCRIPT.read_text()
+    assert "fatload" not in script
+    assert re.search(r"^if load @@BOOT_MEDIA@@ @@PYVORIN_BOOT_DEV@@:\$\{rootpart\} \$\{kernel_addr_r\} "
+                     r"/boot/@@KERNEL_IMAGETYPE@@ ", script, re.M)
+    assert "${rootpart}" in layer.QEMU_BOOT_WORDS["PYVORIN_LOAD_INITRD"]
+    fragment = (layer.RPI_BSP / "u-boot/files/pyvorin-ab.cfg").read_text()
+    assert {"CONFIG_CMD_FS_GENERIC=y", "CONFIG_FS_EXT4=y", "CONFIG_CMD_EXT4=y"} <= set(fragment.splitlines())
+    image = (layer.LAYER / "recipes-core/images/pyvorin-image.bb").read_text()
+    # The Raspberry Pi image puts the kernel into the slot and no longer onto the FAT partition.
+    assert "IMAGE_INSTALL:append:rpi = \"${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', " \
+           "' kernel-image', '', d)}\"" in image
+    assert "IMAGE_BOOT_FILES:remove:rpi = \"${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', " \
+           "'${KERNEL_IMAGETYPE}', '', d)}\"" in image

@@ -40,3 +40,13 @@ PYVORIN_DATA_SIZE ??= "1024"
 WKS_FILE:rpi = "pyvorin-rpi-ab.wks.in"
 WICVARS:append:rpi = " PYVORIN_ROOTFS_SLOT_SIZE PYVORIN_DATA_SIZE"
 IMAGE_FSTYPES:append:rpi = " wic.bz2 wic.bmap"
+
+# Raspberry Pi A/B: U-Boot loads the kernel from /boot of the root slot it
+# boots (rpi-u-boot-scr boot.cmd.in), so an update and a rollback change the
+# kernel together with its /lib/modules. The kernel therefore travels in the
+# root file system (kernel-image: /boot/<KERNEL_IMAGETYPE> -> the versioned
+# file), and the FAT partition keeps only firmware, U-Boot (as the firmware's
+# kernel), device trees, overlays and boot.scr: a kernel left there would be
+# a stale one nobody boots.
+IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', ' kernel-image', '', d)}"
+IMAGE_BOOT_FILES:remove:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', '${KERNEL_IMAGETYPE}', '', d)}"
