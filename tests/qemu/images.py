@@ -34,7 +34,10 @@ def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, kernel: gues
     if role not in ROLES:
         raise ValueError(f"unknown role {role}")
     guest.base_tree(dest)
-    shutil.copy2(kernel.image, dest / "boot/vmlinuz")
+    # As oe-core's kernel-image package lays it out: the versioned file and a
+    # symlink with the name the boot script loads (U-Boot's ext4 follows it).
+    shutil.copy2(kernel.image, dest / f"boot/vmlinuz-{kernel.version}")
+    (dest / "boot/vmlinuz").symlink_to(f"vmlinuz-{kernel.version}")
     guest.stamped_initrd(kernel.initrd, version, dest / "boot/initrd.img")
     for name, (text, mode) in layer.rootfs_files(SLOT_A, SLOT_B).items():
         _write(dest / name, text, mode)
