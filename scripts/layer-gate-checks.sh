@@ -27,6 +27,17 @@ done
 [ "$(value DISTRO)" = pyvorin ] || { echo "DISTRO is not pyvorin"; exit 1; }
 say "bitbake -e pyvorin-image: IMAGE_FEATURES=[${image_features# }] DISTRO_FEATURES ok"
 
+# Raspberry Pi A/B: the kernel travels in the root slot, not on the FAT.
+machineoverrides=":$(value MACHINEOVERRIDES):"
+if [[ $machineoverrides == *":rpi:"* ]]; then
+    kernel_type=$(value KERNEL_IMAGETYPE)
+    [[ " $(value IMAGE_INSTALL) " == *" kernel-image "* ]] || { echo "rpi: IMAGE_INSTALL lacks kernel-image"; exit 1; }
+    for item in $(value IMAGE_BOOT_FILES); do
+        [ "$item" != "$kernel_type" ] || { echo "rpi: IMAGE_BOOT_FILES still carries $kernel_type"; exit 1; }
+    done
+    say "bitbake -e pyvorin-image: kernel-image in the root slot, $kernel_type not in IMAGE_BOOT_FILES"
+fi
+
 # The hardening fragments reach the machine's kernel recipe.
 kernel_src=$(bitbake -e virtual/kernel | sed -n 's/^SRC_URI="\(.*\)"$/\1/p' | tail -n 1)
 for fragment in pyvorin-hardening.scc; do
