@@ -159,6 +159,9 @@ if [ $status = 0 ] && [ -z "${PYVORIN_GATE_SKIP_CHECK_LAYER:-}" ]; then
         echo "   FAIL ($(( $(date +%s) - start )) s) - log: $log"
         status=1
     fi
-    grep -E '^(INFO|ERROR): (test_|SUMMARY|Ran |OK|FAILED)|^INFO: .*(PASS|FAIL|SKIP)' "$log" | sed 's/^/   /' || true
+    # One line per test with its verdict (yocto-check-layer prints them apart).
+    awk '/^INFO: test_[a-z_]+ \(/ {name = $2; next}
+         name && /^INFO:  \.\.\. / {sub(/^INFO:  \.\.\. /, ""); print "   " name ": " $0; name = ""}
+         /^INFO: (Ran |OK|FAILED)|^INFO: .*\.\.\. (PASS|FAIL)/ {print "   " $0}' "$log" || true
 fi
 exit $status
