@@ -159,16 +159,6 @@ def _zero_free(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     return extents
 
 
-def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[list[int]] = []
-    for start, end in sorted(ranges):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [(s, e) for s, e in merged if e > s]
-
-
 def _source_for(fd: int, old_size: int, new_off: int, length: int, hints: list[int]) -> tuple[tuple[int, int], ...]:
     """Old extents to diff new[new_off:+length] against, at most MAX_SOURCE bytes.
 
@@ -203,7 +193,14 @@ def _subtract(span: tuple[int, int], taken: list[tuple[int, int]]) -> list[tuple
 
 
 def _merge_extents(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    return [(start, end - start) for start, end in _merge(ranges)]
+    """(start, end) ranges -> sorted, joined (offset, length) extents."""
+    merged: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end - start) for start, end in merged if end > start]
 
 
 def _worker_init() -> None:
