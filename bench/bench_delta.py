@@ -413,7 +413,6 @@ def make_tools(inputs: Inputs, py: str) -> dict[str, tuple[str, list[str], Path]
 ORDER = ("ours", "ours-noreport", "ours-256m", "xdelta3", "xdelta3-djw", "xdelta3-lzma", "zstd19", "zstd3", "zck", "bsdiff4",
          "bsdiff")
 WHOLE_FILE = {"bsdiff", "bsdiff4"}
-OPTIONAL: set[str] = set()  # tools run only with --with (or --only)
 OURS = ("ours", "ours-noreport", "ours-256m")
 BUDGET_MIB = {"ours": 1024, "ours-noreport": 1024, "ours-256m": 256}  # their --memory
 
@@ -645,7 +644,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds for every other command")
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(ORDER)}")
     parser.add_argument("--skip", default="", help="comma-separated tools to leave out")
-    parser.add_argument("--with", dest="extra", default="", help=f"add optional tools: {','.join(sorted(OPTIONAL))}")
     parser.add_argument("--no-apply", action="store_true", help="skip the apply side")
     parser.add_argument("--interval", type=float, default=0.05, help="process tree sampling interval, seconds")
     parser.add_argument("--mirror", default="http://deb.debian.org/debian")
@@ -670,8 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     sha256_file(old)
     inputs = Inputs(old, new, old.stat().st_size, new.stat().st_size, sha256_file(new), run, run / "logs")
 
-    wanted = args.only.split(",") if args.only else [k for k in ORDER if k not in OPTIONAL]
-    keys = [k for k in ORDER if k in wanted + args.extra.split(",") and k not in args.skip.split(",")]
+    wanted = args.only.split(",") if args.only else list(ORDER)
+    keys = [k for k in ORDER if k in wanted and k not in args.skip.split(",")]
     tools = make_tools(inputs, py)
     timeouts = {k: args.bsdiff_timeout if k in WHOLE_FILE else args.timeout for k in ORDER}
     load_before = os.getloadavg()
