@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
+import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +91,36 @@ def tampered(swu: Path, out: Path, member: str | None = None, *, flip_at: int = 
             data = bytes(buf)
         result.append((name, data))
     return write_members(out, result, keep_checksum_of=None if fix_checksum else original)
+
+
+class RecipeFatal(Exception):
+    """bb.fatal() called by a recipe function run with recipe_functions()."""
+
+
+class RecipeData:
+    """The part of BitBake's datastore a recipe's helper functions read."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def getVar(self, name: str) -> str | None:  # noqa: N802 - BitBake's API
+        return self.values.get(name)
+
+
+def recipe_functions(recipe: Path) -> dict[str, Callable[..., Any]]:
+    """A recipe's top-level ``def`` blocks, run with a stub ``bb`` whose fatal() raises RecipeFatal."""
+    text = recipe.read_text()
+    blocks = re.findall(r"^def .*?(?=^\S)", text, re.M | re.S)
+    assert blocks, f"no python functions in {recipe.name}"
+
+    def fatal(message: str) -> None:
+        raise RecipeFatal(message)
+
+    namespace: dict[str, object] = {"bb": types.SimpleNamespace(fatal=fatal), "os": os}
+    exec(compile("".join(blocks), str(recipe), "exec"), namespace)  # noqa: S102 - our own recipe
+    return {k: v for k, v in namespace.items() if k.startswith("pyvorin_") and callable(v)}
+
+
+def recipe_modules(recipe: Path) -> list[str]:
+    """The release-tool modules (``pyvorin/...py``) a recipe's SRC_URI takes from scripts/."""
+    return re.findall(r"file://(pyvorin/\S+\.py)", recipe.read_text())

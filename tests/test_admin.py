@@ -7,48 +7,25 @@ from __future__ import annotations
 import base64
 import re
 import subprocess
-import types
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, require
+from helpers import ROOT, RecipeData, RecipeFatal, recipe_functions, require
 
 RECIPE = ROOT / "meta-pyvorin/recipes-core/pyvorin-admin/pyvorin-admin_1.0.bb"
 SUDOERS = RECIPE.parent / "files/pyvorin-admin.sudoers.in"
 
 
-class Fatal(Exception):
-    pass
-
-
-class Data:
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-
-    def getVar(self, name: str) -> str | None:  # noqa: N802 - BitBake's API
-        return self.values.get(name)
-
-
 def recipe_keys() -> Callable[[str], list[str]]:
     """The recipe's own pyvorin_admin_keys(), with a stub bb and its defaults."""
-    text = RECIPE.read_text()
-    blocks = re.findall(r"^def .*?(?=^\S)", text, re.M | re.S)
-    assert blocks
-
-    def fatal(message: str) -> None:
-        raise Fatal(message)
-
-    import os
-    namespace: dict[str, object] = {"bb": types.SimpleNamespace(fatal=fatal), "os": os}
-    exec(compile("".join(blocks), str(RECIPE), "exec"), namespace)  # noqa: S102 - our own recipe
-    types_default = re.search(r'^PYVORIN_ADMIN_KEY_TYPES \?\?= "(.*?)"$', text, re.M | re.S)
+    types_default = re.search(r'^PYVORIN_ADMIN_KEY_TYPES \?\?= "(.*?)"$', RECIPE.read_text(), re.M | re.S)
     assert types_default
-    data = Data({"PYVORIN_ADMIN_USER": "ops", "PYVORIN_ADMIN_KEY_TYPES": types_default.group(1).replace("\\\n", " ")})
-    function = namespace["pyvorin_admin_keys"]
-    assert callable(function)
-    return lambda path: function(data, path)  # type: ignore[no-any-return]
+    data = RecipeData({"PYVORIN_ADMIN_USER": "ops",
+                       "PYVORIN_ADMIN_KEY_TYPES": types_default.group(1).replace("\\\n", " ")})
+    function = recipe_functions(RECIPE)["pyvorin_admin_keys"]
+    return lambda path: function(data, path)
 
 
 def keygen(tmp_path: Path, kind: str, bits: int | None = None) -> Path:
@@ -95,14 +72,14 @@ def test_bad_key_files_stop_the_build_naming_the_problem(tmp_path: Path, case: s
         keys.write_text("ssh-ed25519 not*base64 x\n")
     elif case == "empty":
         keys.write_text("# nobody yet\n")
-    with pytest.raises(Fatal, match=re.escape(message)):
+    with pytest.raises(RecipeFatal, match=re.escape(message)):
         recipe_keys()(str(keys))
 
 
 def test_truncated_blob_is_refused(tmp_path: Path) -> None:
     keys = tmp_path / "authorized_keys"
     keys.write_text("ssh-ed25519 " + base64.b64encode(b"\x00\x00").decode() + "\n")
-    with pytest.raises(Fatal):
+    with pytest.raises(RecipeFatal):
         recipe_keys()(str(keys))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from pyvorin.delta.make import make_delta
 
-from helpers import ROOT
+from helpers import ROOT, recipe_modules
 from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox, swupdate_available
 
 pytestmark = [
@@ -24,11 +23,6 @@ pytest.importorskip("bsdiff4")
 
 HANDLERS = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files"
 APPLY_RECIPE = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-delta-apply/pyvorin-delta-apply_0.1.0.bb"
-
-
-def recipe_modules() -> list[str]:
-    """The pyvorin modules the image's pyvorin-delta-apply recipe installs."""
-    return re.findall(r"file://(pyvorin/\S+\.py)", APPLY_RECIPE.read_text())
 
 
 @pytest.fixture
@@ -47,7 +41,7 @@ def delta_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
         # run by the system python3 as on the device: a module the recipe
         # forgets fails here.
         python = sandbox.root / "python"
-        for module in recipe_modules():
+        for module in recipe_modules(APPLY_RECIPE):
             (python / module).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / "scripts" / module, python / module)
         wrapper = sandbox.root / "pyvorin-delta-apply"

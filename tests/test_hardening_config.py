@@ -20,14 +20,13 @@ import shlex
 import shutil
 import subprocess
 import textwrap
-import types
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, require
+from helpers import ROOT, RecipeData, RecipeFatal, recipe_functions, require
 
 LAYER = ROOT / "meta-pyvorin"
 RECIPE = LAYER / "recipes-core" / "pyvorin-hardening" / "pyvorin-hardening_1.0.bb"
@@ -42,41 +41,15 @@ def _need_root_and(*tools: str) -> None:
 
 # --- the recipe's own rendering ---------------------------------------------
 
-class _Fatal(Exception):
-    pass
-
-
 def _recipe_defaults() -> dict[str, str]:
     return dict(re.findall(r'^(PYVORIN_\w+) \?\?= "(.*)"$', RECIPE.read_text(), re.M))
-
-
-def _recipe_functions() -> dict[str, Callable[..., str]]:
-    """The recipe's top-level ``def`` blocks, run with a stub ``bb``."""
-    text = RECIPE.read_text()
-    blocks = re.findall(r"^def .*?(?=^\S)", text, re.M | re.S)
-    assert blocks, "no python functions in the recipe"
-
-    def fatal(message: str) -> None:
-        raise _Fatal(message)
-
-    namespace: dict[str, object] = {"bb": types.SimpleNamespace(fatal=fatal)}
-    exec(compile("".join(blocks), str(RECIPE), "exec"), namespace)  # noqa: S102 - our own recipe
-    return {k: v for k, v in namespace.items() if k.startswith("pyvorin_") and callable(v)}
-
-
-class _Data:
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-
-    def getVar(self, name: str) -> str | None:  # noqa: N802 - BitBake's API
-        return self.values.get(name)
 
 
 def render(source: str, **overrides: str) -> str:
     """Render files/<source> exactly as do_install's sed lines do."""
     values = {**_recipe_defaults(), "sbindir": "/usr/sbin", "datadir": "/usr/share", **overrides}
-    data = _Data(values)
-    functions = _recipe_functions()
+    data = RecipeData(values)
+    functions = recipe_functions(RECIPE)
 
     def expand(text: str) -> str:
         """BitBake's expansion, done before the shell sees the line: ${@python}, ${VAR}."""
@@ -102,11 +75,11 @@ def render(source: str, **overrides: str) -> str:
 
 
 def test_recipe_rendering_refuses_bad_firewall_variables() -> None:
-    with pytest.raises(_Fatal, match="not a network"):
+    with pytest.raises(RecipeFatal, match="not a network"):
         render("firewall.nft.in", PYVORIN_FW_MGMT_SUBNETS="10.0.0.1/8")  # host bits set
-    with pytest.raises(_Fatal, match="TCP port"):
+    with pytest.raises(RecipeFatal, match="TCP port"):
         render("firewall.nft.in", PYVORIN_SSH_PORT="ssh")
-    with pytest.raises(_Fatal, match="TCP port"):
+    with pytest.raises(RecipeFatal, match="TCP port"):
         render("firewall.nft.in", PYVORIN_FW_MQTT_PORT="70000")
     text = render("firewall.nft.in", PYVORIN_FW_MGMT_SUBNETS="192.168.10.0/24 fd00:10::/64 10.1.0.0/16")
     assert "elements = { 192.168.10.0/24, 10.1.0.0/16 }" in text

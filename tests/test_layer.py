@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, require, write_members
+from helpers import ROOT, recipe_modules, require, write_members
 
 LAYER = ROOT / "meta-pyvorin"
 KAS = ROOT / "kas"
@@ -237,8 +237,7 @@ def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
 
     recipes = list((LAYER / "recipes-pyvorin/pyvorin-delta-apply").glob("pyvorin-delta-apply_*.bb"))
     assert [r.name for r in recipes] == [f"pyvorin-delta-apply_{pyvorin.__version__}.bb"]
-    text = recipes[0].read_text()
-    modules = re.findall(r"file://(pyvorin/\S+\.py)", text)
+    modules = recipe_modules(recipes[0])
     assert "pyvorin/delta/apply.py" in modules and "pyvorin/delta/make.py" not in modules
     for module in modules:
         assert (ROOT / "scripts" / module).is_file(), module
