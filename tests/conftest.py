@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from helpers import ROOT, write_image
+from helpers import ROOT, unavailable, write_image
 
 # CI must be repeatable: the same examples every run there; random ones locally.
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -141,3 +141,12 @@ def make_spec(tmp_path: Path) -> SpecWriter:
 def no_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     yield
+
+
+@pytest.fixture(scope="session")
+def device_swupdate() -> None:
+    """The device's swupdate build and the sandbox it runs in; skips (fails under CI) when impossible here."""
+    from swupdate_sandbox import swupdate_available
+
+    if reason := swupdate_available():
+        unavailable(f"the device's swupdate cannot run here: {reason}")

@@ -1,35 +1,34 @@
-"""Run the real ``swupdate`` binary against file-backed A/B slots, in isolation.
+"""Run the device's ``swupdate`` against file-backed A/B slots, in isolation.
 
-The Debian ``swupdate`` (2022.12) has several host paths compiled in:
-``/etc/fw_env.config`` (where libubootenv finds the U-Boot environment),
-``/etc/hwrevision``, ``/etc/swupdate.cfg``, ``/etc/sw-versions`` and
-``/etc/u-boot-initial-env``; it always creates its IPC sockets as
-``/tmp/sockinstctrl`` and ``/tmp/swupdateprog``, so two concurrent runs collide.
-Its default bootloader interface is ``none``, so ``-B uboot`` is required for
-``bootenv`` sections to work.
+The binary is the device's own build (:mod:`device_swupdate`: swupdate
+2026.05.1 with meta-swupdate's defconfig merged with the layer's fragment,
+linked against libubootenv 0.3.5), not Debian's. It has host paths compiled
+in: ``/etc/fw_env.config`` (where libubootenv finds the U-Boot environment),
+``/usr/share/swupdate/hwrevision``, ``/usr/lib/swupdate/swupdate.cfg`` and the
+IPC sockets ``/run/swupdate/sockinstctrl`` and ``/run/swupdate/swupdateprog``,
+so two concurrent runs would collide and a run would write the host's /run.
 
 :class:`SwupdateSandbox` therefore runs every ``swupdate`` invocation in a
 private mount namespace (``unshare -m --propagation private``) in which
 
 * ``/etc`` is an overlayfs whose upper layer lives in the sandbox directory;
   ``fw_env.config`` and ``hwrevision`` are written into it and the other
-  compiled-in files above are hidden (whiteouts), so the host ``/etc`` is read
-  but never written;
-* ``/tmp`` is a fresh tmpfs (sockets and scratch files vanish with the
-  namespace); any path the run needs that lives under the host ``/tmp`` (the
-  sandbox itself, the bundle, the CA certificate, the AES key) is bind-mounted
-  back at the same absolute path, so ``device = "<sandbox.slot_b>"`` in a
-  ``sw-description`` resolves to the sandbox file.
+  files swupdate or libubootenv would read are hidden (whiteouts), so the
+  host ``/etc`` is read but never written;
+* ``/tmp`` and ``/run`` are fresh tmpfs (sockets, locks and scratch files
+  vanish with the namespace); any path the run needs that lives under the host
+  ``/tmp`` (the sandbox itself, the bundle, the CA certificate, the AES key)
+  is bind-mounted back at the same absolute path, so ``device =
+  "<sandbox.slot_b>"`` in a ``sw-description`` resolves to the sandbox file.
 
-swupdate 2022.12 has a race in ``-i`` mode: its internal IPC client finishes
-streaming the file and asks for the install status; if the whole ``.swu`` fit
-into the Unix-socket buffer (about 200 KiB) that poll can come before the
-installer thread has left ``IDLE``, and swupdate then exits 1 although the
-installation goes on and succeeds (observed in 5-30 % of runs with small
-bundles; it never turns a failure into exit 0).  :meth:`SwupdateSandbox.install`
-therefore (by default, ``paced=True``) feeds the bundle through a FIFO and only
-closes it once swupdate has printed ``Software Update started !``, which makes
-the exit status reliable.
+swupdate's ``-i`` mode streams the file to its own installer thread over the
+control socket and then polls the status; if the whole ``.swu`` fits into the
+socket buffer that poll can come before the installer has left ``IDLE``, and
+swupdate exits 1 although the installation succeeds (seen with 2022.12 in
+5-30 % of runs with small bundles; it never turns a failure into exit 0).
+:meth:`SwupdateSandbox.install` therefore (by default, ``paced=True``) feeds
+the bundle through a FIFO and only closes it once swupdate has printed
+``Software Update started !``, which makes the exit status reliable.
 
 Typical use (the bundle must be written *after* the sandbox exists, because
 ``sw-description`` names the slot files by absolute path)::
@@ -45,8 +44,8 @@ Typical use (the bundle must be written *after* the sandbox exists, because
 
 Behaviour of this swupdate build worth knowing when writing assertions:
 
-* without ``-B uboot`` (``bootloader=None``) images are written but ``bootenv``
-  entries are silently dropped, with exit 0;
+* U-Boot is the compiled-in default bootloader interface (the sandbox passes
+  ``-B uboot`` all the same);
 * ``-H board:rev`` alone is enough and wins over ``/etc/hwrevision``; a revision
   not listed in ``hardware-compatibility`` fails ("SW not compatible with
   hardware"), an unknown board fails ("HW compatibility not found");
@@ -79,6 +78,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import device_swupdate
 
 __all__ = [
     "DEFAULT_ENV",
@@ -117,10 +118,10 @@ STARTED_MARKER = b"Software Update started !"
 SETUP_FAILED_EXIT = 125
 _SETUP_FAILED_PREFIX = "swupdate-sandbox: setup failed:"
 
-#: Files under /etc that this swupdate build reads if present; hidden in the sandbox
-#: unless the sandbox provides them.
-_HIDDEN_ETC_FILES = ("swupdate.cfg", "sw-versions", "u-boot-initial-env")
-_TOOLS = ("swupdate", "unshare", "mkenvimage", "fw_printenv", "fw_setenv")
+#: Files under /etc that swupdate or libubootenv read if present; hidden in the
+#: sandbox unless the sandbox provides them.
+_HIDDEN_ETC_FILES = ("swupdate.cfg", "sw-versions", "u-boot-initial-env", "hwrevision")
+_HOST_TOOLS = ("unshare", "mkenvimage")
 _LOCK_NAME = "swupdate-sandbox.lock"
 _DEFAULT_TIMEOUT = 120.0
 
@@ -160,6 +161,9 @@ try:
             fh.write(content)
 
     old_tmp = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)
+    mount("tmpfs", "/run", "tmpfs", 0, "mode=0755")
+    for name in ("swupdate", "lock"):
+        os.mkdir(os.path.join("/run", name), 0o755)
     mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")
     for rel in spec["tmp_binds"]:
         src = "/proc/self/fd/%d/%s" % (old_tmp, rel)
@@ -175,7 +179,7 @@ try:
 except OSError as exc:
     fail(repr(exc))
 
-env = dict(os.environ, TMPDIR="/tmp", LC_ALL="C")
+env = dict(os.environ, TMPDIR="/tmp", LC_ALL="C", **spec["env"])
 try:
     os.execvpe(spec["argv"][0], spec["argv"], env)
 except OSError as exc:
@@ -205,9 +209,11 @@ class SwupdateResult:
         return [line for line in self.output.splitlines() if line.startswith("[ERROR]")]
 
 
-def _run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], timeout: float = 30.0,
+         env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         list(argv),
+        env=None if env is None else {**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -218,7 +224,7 @@ def _run(argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProc
 
 
 def _check(argv: Sequence[str]) -> str:
-    proc = _run(argv)
+    proc = _run(argv, env=device_swupdate.build().env)
     if proc.returncode != 0:
         raise SandboxError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}")
     return proc.stdout
@@ -435,7 +441,7 @@ class SwupdateSandbox:
 
     def printenv(self) -> dict[str, str]:
         """The environment as libubootenv sees it (``fw_printenv -c fw_env.config``)."""
-        out = _check(["fw_printenv", "-c", str(self.fw_env_config)])
+        out = _check([str(device_swupdate.build().tool("fw_printenv")), "-c", str(self.fw_env_config)])
         env: dict[str, str] = {}
         for line in out.splitlines():
             name, sep, value = line.partition("=")
@@ -445,7 +451,8 @@ class SwupdateSandbox:
 
     def setenv(self, name: str, value: str | None) -> None:
         """Set (or with ``None`` delete) one variable via ``fw_setenv -c``."""
-        _check(["fw_setenv", "-c", str(self.fw_env_config), name, *([] if value is None else [value])])
+        _check([str(device_swupdate.build().tool("fw_setenv")), "-c", str(self.fw_env_config), name,
+                *([] if value is None else [value])])
 
     # -- running swupdate -------------------------------------------------------
 
@@ -461,7 +468,7 @@ class SwupdateSandbox:
     ) -> list[str]:
         """The swupdate command line :meth:`install` runs (for logging and debugging)."""
         board, revision = self._hw(hwrevision)
-        argv = ["swupdate", "-v", "-i", str(swu), "-k", str(ca_cert)]
+        argv = [str(device_swupdate.build().swupdate), "-v", "-i", str(swu), "-k", str(ca_cert)]
         if self.bootloader:
             argv += ["-B", self.bootloader]
         if select:
@@ -564,6 +571,7 @@ class SwupdateSandbox:
 
         host_tmp = Path("/tmp").resolve()
         binds: list[Path] = []
+        needed = [*needed, device_swupdate.build().root]  # the binaries may live under /tmp too
         for path in sorted({Path(p).resolve() for p in needed}, key=lambda p: len(p.parts)):
             if _under(path, host_tmp) and path != host_tmp and not any(_under(path, b) for b in binds):
                 binds.append(path)
@@ -575,6 +583,7 @@ class SwupdateSandbox:
             "tmp_binds": [str(p.relative_to(host_tmp)) for p in binds],
             "cwd": str(self.root),
             "argv": list(argv),
+            "env": device_swupdate.build().env,
             "setup_failed_prefix": _SETUP_FAILED_PREFIX,
             "setup_failed_exit": SETUP_FAILED_EXIT,
         }
@@ -598,12 +607,15 @@ def swupdate_available() -> str | None:
     """
     if not sys.platform.startswith("linux"):
         return "swupdate sandbox needs Linux"
-    missing = [t for t in _TOOLS if shutil.which(t) is None]
+    missing = [t for t in _HOST_TOOLS if shutil.which(t) is None] + device_swupdate.missing_build_tools()
     if missing:
-        hint = "apt install swupdate libubootenv-tool u-boot-tools util-linux"
-        return f"missing tools: {', '.join(missing)} ({hint})"
+        return f"missing tools: {', '.join(missing)} (scripts/test.sh installs them)"
     if os.geteuid() != 0:
         return "swupdate sandbox needs root (mount namespaces, overlayfs)"
+    try:
+        device_swupdate.build()
+    except (device_swupdate.BuildError, OSError) as exc:
+        return f"the device's swupdate could not be built: {exc}"
     try:
         with tempfile.TemporaryDirectory(prefix="swupdate-sandbox-probe-") as tmp:
             sandbox = SwupdateSandbox(Path(tmp), slot_size=4096)

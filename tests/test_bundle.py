@@ -12,7 +12,7 @@ import pytest
 
 from pyvorin import aes, libconfig
 
-from helpers import extract, read_members, require, tampered, write_image
+from helpers import extract, read_members, require, tampered, unavailable, write_image
 
 
 def _build(cli, spec: Path, out: Path, keys, *extra: str | Path) -> Path:
@@ -162,7 +162,7 @@ def test_unwritable_output_dir_as_unprivileged_user(cli, tmp_path: Path) -> None
     """Root ignores directory modes, so the check runs as 'nobody' in a world-readable dir."""
     require("setpriv")
     if os.geteuid() != 0:
-        pytest.skip("needs root to switch to an unprivileged user")
+        unavailable("needs root to switch to an unprivileged user")
     import shutil
     import tempfile
 

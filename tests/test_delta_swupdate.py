@@ -13,12 +13,9 @@ import pytest
 from pyvorin.delta.make import make_delta
 
 from helpers import ROOT, recipe_modules
-from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox, swupdate_available
+from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
-pytestmark = [
-    pytest.mark.swupdate,
-    pytest.mark.skipif(swupdate_available() is not None, reason=f"real swupdate unavailable: {swupdate_available()}"),
-]
+pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 pytest.importorskip("bsdiff4")
 
 HANDLERS = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import EXAMPLES, ROOT, require
+from helpers import EXAMPLES, ROOT, require, unavailable
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_install_demo_with_real_swupdate(cli, keys, example: Path, tmp_path: Pat
     from swupdate_sandbox import swupdate_available
 
     if swupdate_available():
-        pytest.skip(f"real swupdate unavailable: {swupdate_available()}")
+        unavailable(f"real swupdate unavailable: {swupdate_available()}")
     result = subprocess.run(
         [sys.executable, EXAMPLES / "install_demo.py", example / "release.yaml", keys.directory, tmp_path],
         capture_output=True, text=True, env={**cli.env, "PYTHONPATH": str(ROOT / "scripts")},

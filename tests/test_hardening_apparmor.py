@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, require
+from helpers import ROOT, require, unavailable
 
 LAYER = ROOT / "meta-pyvorin"
 PROFILES_DIR = LAYER / "recipes-security" / "pyvorin-apparmor-profiles" / "files"
@@ -31,7 +31,7 @@ KNOWN_DOWNGRADE = "downgrading extended network unix socket rule to generic netw
 def parse(profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     require("apparmor_parser")
     if not FEATURES.is_file():
-        pytest.skip(f"needs {FEATURES} (apt-get install apparmor)")
+        unavailable(f"needs {FEATURES} (apt-get install apparmor)")
     werror = [f"--Werror={w}" for w in WERROR]
     return subprocess.run(["apparmor_parser", "-Q", "-K", "-M", str(FEATURES), "-I", str(PROFILES_DIR),
                            "--warn=all", *werror, *extra, str(profile)], capture_output=True, text=True, check=False)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, RecipeData, RecipeFatal, recipe_functions, require
+from helpers import ROOT, RecipeData, RecipeFatal, recipe_functions, require, unavailable
 
 LAYER = ROOT / "meta-pyvorin"
 RECIPE = LAYER / "recipes-core" / "pyvorin-hardening" / "pyvorin-hardening_1.0.bb"
@@ -36,7 +36,7 @@ FILES = RECIPE.parent / "files"
 def _need_root_and(*tools: str) -> None:
     require(*tools)
     if os.geteuid() != 0:
-        pytest.skip("needs root (private mount/network namespaces)")
+        unavailable("needs root (private mount/network namespaces)")
 
 
 # --- the recipe's own rendering ---------------------------------------------
@@ -324,7 +324,7 @@ def _journald_parse(config: str, tmp_path: Path) -> str:
 def test_journald_parses_the_caps_without_complaint(tmp_path: Path) -> None:
     _need_root_and("unshare")
     if not Path("/lib/systemd/systemd-journald").exists():
-        pytest.skip("needs systemd-journald")
+        unavailable("needs systemd-journald")
     text = (FILES / "journald.conf").read_text()
     for key, value in {"SystemMaxUse": "256M", "SystemMaxFileSize": "32M", "MaxFileSec": "1week"}.items():
         assert re.search(rf"^{key}={value}$", text, re.M), f"{key}={value} missing"
@@ -336,7 +336,7 @@ def test_journald_parses_the_caps_without_complaint(tmp_path: Path) -> None:
 def test_journald_check_catches_a_bad_key(tmp_path: Path) -> None:
     _need_root_and("unshare")
     if not Path("/lib/systemd/systemd-journald").exists():
-        pytest.skip("needs systemd-journald")
+        unavailable("needs systemd-journald")
     output = _journald_parse("[Journal]\nSystemMaxUsage=1G\nMaxFileSec=weekly\n", tmp_path)
     assert "Unknown key" in output and "SystemMaxUsage" in output, output
     assert "weekly" in output, output
@@ -377,7 +377,7 @@ def test_system_conf_keys_are_known_to_pid1_and_values_parse() -> None:
     require("systemd-analyze")
     binary = Path("/lib/systemd/systemd")
     if not binary.exists():
-        pytest.skip("needs /lib/systemd/systemd")
+        unavailable("needs /lib/systemd/systemd")
     known = set(re.findall(rb"Default[A-Z][A-Za-z]+", binary.read_bytes()))
     text = (FILES / "system.conf").read_text()
     assert "[Manager]" in text.splitlines()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, require
+from helpers import ROOT, require, unavailable
 
 LAYER = ROOT / "meta-pyvorin"
 FRAGMENTS = LAYER / "recipes-kernel" / "linux" / "files"
@@ -55,7 +55,7 @@ def _package_version() -> str:
     result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "linux-source-6.1"],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0 or not result.stdout.strip():
-        pytest.skip("needs the Debian package linux-source-6.1 (apt-get install linux-source-6.1)")
+        unavailable("needs the Debian package linux-source-6.1 (apt-get install linux-source-6.1)")
     return result.stdout.strip()
 
 
@@ -64,7 +64,7 @@ def linux_source() -> Path:
     """The unpacked 6.1 tree: ~20 s and 1.5 GB the first time, then reused."""
     require("make", "gcc", "flex", "bison", "aarch64-linux-gnu-gcc", "dpkg-query")
     if not TARBALL.is_file():
-        pytest.skip(f"needs {TARBALL} (apt-get install linux-source-6.1)")
+        unavailable(f"needs {TARBALL} (apt-get install linux-source-6.1)")
     version = _package_version()
     cache = _cache_root()
     cache.mkdir(parents=True, exist_ok=True)

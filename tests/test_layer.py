@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, recipe_modules, require, write_members
+from helpers import ROOT, recipe_modules, require, unavailable, which, write_members
 
 LAYER = ROOT / "meta-pyvorin"
 KAS = ROOT / "kas"
@@ -116,7 +116,7 @@ def test_no_private_key_or_password_in_the_tree() -> None:
 def test_oelint_adv_finds_nothing() -> None:
     require("oelint-adv")
     rel = [str(p.relative_to(ROOT)) for p in RECIPES]
-    result = subprocess.run(["oelint-adv", *rel], cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run([str(which("oelint-adv")), *rel], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), \
         result.stdout + result.stderr
 
@@ -170,7 +170,7 @@ def test_real_swupdate_accepts_a_bundle_made_from_the_layer_template(family: str
     from swupdate_sandbox import SwupdateSandbox, swupdate_available
 
     if swupdate_available():
-        pytest.skip(f"real swupdate unavailable: {swupdate_available()}")
+        unavailable(f"real swupdate unavailable: {swupdate_available()}")
     machine = TEMPLATES[family][0]
     name = f"pyvorin-image-{machine}.rootfs.ext4.gz"
     image = gzip.compress(b"\x00" * 65536, mtime=0)

@@ -39,9 +39,19 @@ except ImportError:  # tests/ is a package, or pytest runs with --import-mode=im
 from pyvorin import pkcs11uri
 from pyvorin.errors import KeyError_
 
+from helpers import unavailable
+
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_REASON = softhsm_available()
-needs_softhsm = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+
+
+@pytest.fixture
+def softhsm_ready() -> None:
+    if SKIP_REASON is not None:
+        unavailable(SKIP_REASON)
+
+
+needs_softhsm = pytest.mark.usefixtures("softhsm_ready")
 
 SIGNER_ID = bytes.fromhex("5a01")
 EC_ID = bytes.fromhex("0ec0")
@@ -213,7 +223,7 @@ def _base_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def hsm(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Hsm:
     if SKIP_REASON is not None:
-        pytest.skip(SKIP_REASON)
+        unavailable(SKIP_REASON)
     store = tmp_path_factory.mktemp("p11-softhsm")
     token = create_token(store, label="pyvorin-ci", pin="735129", so_pin="86420135")
     token.import_key(pki.signer_key, "swu-signer", SIGNER_ID)

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 
 from helpers import tampered, write_image
-from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox, swupdate_available
+from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
-pytestmark = [
-    pytest.mark.swupdate,
-    pytest.mark.skipif(swupdate_available() is not None, reason=f"real swupdate unavailable: {swupdate_available()}"),
-]
+pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 
 
 @pytest.fixture

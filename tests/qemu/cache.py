@@ -16,11 +16,11 @@ from pathlib import Path
 _DONE = ".complete"
 
 
-def root() -> Path:
-    """``$PYVORIN_TEST_CACHE/qemu``, by default ``${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests/qemu``."""
+def root(area: str = "qemu") -> Path:
+    """``$PYVORIN_TEST_CACHE/<area>``, by default ``${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests/<area>``."""
     base = os.environ.get("PYVORIN_TEST_CACHE") or str(
         Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyvorin-tests")
-    path = Path(base) / "qemu"
+    path = Path(base) / area
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -34,9 +34,9 @@ def key(*parts: str | bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def entry(name: str, inputs: str, build: Callable[[Path], None]) -> Path:
-    """The directory ``name-inputs``, built by ``build(directory)`` if missing."""
-    base = root()
+def entry(name: str, inputs: str, build: Callable[[Path], None], *, area: str = "qemu") -> Path:
+    """The directory ``area/name-inputs``, built by ``build(directory)`` if missing."""
+    base = root(area)
     final = base / f"{name}-{inputs}"
     if (final / _DONE).exists():
         return final

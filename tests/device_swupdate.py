@@ -1,0 +1,318 @@
+"""The device's SWUpdate, built here from the pinned sources.
+
+The device does not run Debian's swupdate. The pinned meta-swupdate (scarthgap)
+builds **swupdate 2026.05.1** (``swupdate_2026.05.1.bb``) against oe-core's
+**libubootenv 0.3.5**, configured by meta-swupdate's own ``defconfig`` merged
+with the layer's fragment (``pyvorin.cfg``) and the embedded Lua handler. This
+module repeats that build from ``../shared/upstream/`` (the pinned sources this
+machine cannot download), exactly as ``swupdate.inc`` configures it:
+
+1. ``.config`` = ``CONFIG_EXTRA_CFLAGS``/``CONFIG_EXTRA_LDFLAGS`` + ``defconfig``;
+2. ``merge_config.sh -m .config <fragments>``: for every symbol a fragment names,
+   the base lines mentioning it are deleted, then the fragment is appended;
+3. ``yes '' | make oldconfig`` (``cml1_do_configure``), which drops what
+   Kconfig does not allow;
+4. the layer's check: every fragment line must survive (:func:`dropped_lines`),
+   as ``pyvorin_swupdate_config_check`` does in the bbappend;
+5. ``make``, with the handler copied into the source tree first (the
+   bbappend's ``do_configure:prepend``).
+
+The result is kept in the tests' cache (``$PYVORIN_TEST_CACHE/swupdate/``) under
+a hash of every input: the two source tarballs, the defconfig, the fragments,
+the Lua handler and this file. A cold build takes ~15 s on two cores.
+
+The snapshot must match the pins: :func:`check_pins` compares the commit the
+swupdate tarball was archived from with ``SRCREV`` of the pinned
+meta-swupdate recipe, and that meta-swupdate commit with ``kas/pyvorin.yml``, so
+a moved pin fails loudly instead of testing an old build.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu import cache
+
+from helpers import ROOT
+
+LAYER = ROOT / "meta-pyvorin"
+SWUPDATE_FILES = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files"
+#: The layer's configuration fragments, in SRC_URI order (find_cfgs).
+FRAGMENTS = (SWUPDATE_FILES / "pyvorin.cfg",)
+LUA_HANDLER = SWUPDATE_FILES / "swupdate_handlers.lua"
+
+UPSTREAM = Path(os.environ.get("PYVORIN_UPSTREAM") or ROOT.parent / "shared" / "upstream")
+SWUPDATE_TARBALL = "swupdate-2026.05.1.tar.gz"
+LIBUBOOTENV_TARBALL = "libubootenv-0.3.5.tar.gz"
+LAYERS_TAR = "layers-scarthgap.tar"
+#: The recipe meta-swupdate scarthgap prefers (highest PV; swupdate_git.bb has
+#: DEFAULT_PREFERENCE = "-1").
+RECIPE = "recipes-support/swupdate/swupdate_2026.05.1.bb"
+#: meta-swupdate files the tests read (the daemon's start path and units).
+META_SWUPDATE_FILES = (
+    RECIPE,
+    "recipes-support/swupdate/swupdate.inc",
+    "recipes-support/swupdate/swupdate/defconfig",
+    "recipes-support/swupdate/swupdate/swupdate.sh",
+    "recipes-support/swupdate/swupdate/swupdate.service",
+    "recipes-support/swupdate/swupdate/swupdate.socket.tmpl",
+    "recipes-support/swupdate/swupdate/tmpfiles-swupdate.conf",
+)
+
+#: Build dependencies, Debian package names (scripts/test.sh installs them).
+APT_BUILD_DEPS = ("cmake", "pkg-config", "libconfig-dev", "libjson-c-dev", "liblua5.4-dev", "libarchive-dev",
+                  "libsystemd-dev", "libyaml-dev", "libzstd-dev", "zlib1g-dev", "libssl-dev", "make", "gcc")
+
+_SYMBOL_LINE = re.compile(r"^(?:(CONFIG_[A-Za-z0-9_]+)=.*|# (CONFIG_[A-Za-z0-9_]+) is not set)$")
+
+
+class BuildError(RuntimeError):
+    """The pinned sources are missing or stale, or the build failed."""
+
+
+# -- the pinned snapshot --------------------------------------------------------------
+
+
+def upstream(name: str) -> Path:
+    path = UPSTREAM / name
+    if not path.is_file():
+        raise BuildError(f"{path} is missing: the pinned upstream sources live in ../shared/upstream/ "
+                         "(or PYVORIN_UPSTREAM)")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def kas_pin(repo: str) -> str:
+    """The ``commit:`` kas/pyvorin.yml pins *repo* to."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "kas/pyvorin.yml").read_text())
+    commit = data["repos"][repo]["commit"]
+    assert isinstance(commit, str)
+    return commit
+
+
+def _extract_meta_swupdate(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(upstream(LAYERS_TAR)) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith("meta-swupdate.git")]
+            tar.extractall(tmp, members=members, filter="data")
+        git = ["git", "--git-dir", str(Path(tmp) / "meta-swupdate.git")]
+        commit = subprocess.run([*git, "rev-parse", "scarthgap"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        (out / "COMMIT").write_text(commit + "\n")
+        for name in META_SWUPDATE_FILES:
+            blob = subprocess.run([*git, "show", f"scarthgap:{name}"], capture_output=True, check=True).stdout
+            target = out / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob)
+
+
+@functools.cache
+def meta_swupdate() -> Path:
+    """A directory with the pinned meta-swupdate's files (:data:`META_SWUPDATE_FILES`) and ``COMMIT``."""
+    inputs = cache.key(_sha256(upstream(LAYERS_TAR)), *META_SWUPDATE_FILES)
+    return cache.entry("meta-swupdate", inputs, _extract_meta_swupdate, area="swupdate")
+
+
+def check_pins() -> None:
+    """Fail when the snapshot in ../shared/upstream no longer matches what the project pins."""
+    layer_commit = (meta_swupdate() / "COMMIT").read_text().strip()
+    pinned = kas_pin("meta-swupdate")
+    if layer_commit != pinned:
+        raise BuildError(f"stale snapshot: {LAYERS_TAR} has meta-swupdate {layer_commit}, kas/pyvorin.yml pins "
+                         f"{pinned}; update ../shared/upstream with the pin")
+    srcrev = re.search(r'^SRCREV = "([0-9a-f]{40})"', (meta_swupdate() / RECIPE).read_text(), re.M)
+    if srcrev is None:
+        raise BuildError(f"{RECIPE}: no SRCREV")
+    with tarfile.open(upstream(SWUPDATE_TARBALL)) as tar:
+        archived = tar.pax_headers.get("comment", "")
+    if archived != srcrev.group(1):
+        raise BuildError(f"stale snapshot: {SWUPDATE_TARBALL} was archived from {archived or 'an unknown commit'}, "
+                         f"the pinned meta-swupdate builds {srcrev.group(1)}")
+
+
+# -- the configuration, merged as meta-swupdate merges it ------------------------------
+
+
+def fragment_symbols(fragment: str) -> list[str]:
+    """Symbols a fragment sets (``CONFIG_X=...``) or clears (``# CONFIG_X is not set``)."""
+    return [m.group(1) or m.group(2) for line in fragment.splitlines() if (m := _SYMBOL_LINE.match(line))]
+
+
+def merge_fragments(base: str, fragments: Iterable[str]) -> str:
+    """``merge_config.sh -m``: drop the base lines naming a fragment's symbols, append the fragment."""
+    merged = base if base.endswith("\n") or not base else base + "\n"
+    for fragment in fragments:
+        for symbol in fragment_symbols(fragment):
+            pattern = re.compile(rf"{symbol}[ =]")
+            merged = "".join(line for line in merged.splitlines(keepends=True) if not pattern.search(line))
+        merged += fragment if fragment.endswith("\n") else fragment + "\n"
+    return merged
+
+
+def config_values(config: str) -> dict[str, str]:
+    """``CONFIG_X`` -> its value as written (``y``, ``"string"``), or ``n`` for ``is not set``."""
+    values: dict[str, str] = {}
+    for line in config.splitlines():
+        if match := _SYMBOL_LINE.match(line):
+            if match.group(1):
+                values[match.group(1)] = line.split("=", 1)[1]
+            else:
+                values[match.group(2)] = "n"
+    return values
+
+
+def dropped_lines(fragment: str, config: str) -> list[str]:
+    """Fragment lines the final ``.config`` does not honour.
+
+    A ``CONFIG_X=v`` line must appear as written. A ``# CONFIG_X is not set``
+    line is honoured when X is not set or not visible at all (Kconfig omits
+    symbols whose dependencies are off).
+    """
+    values = config_values(config)
+    dropped = []
+    for line in fragment.splitlines():
+        if not (match := _SYMBOL_LINE.match(line)):
+            continue
+        if match.group(1):
+            if values.get(match.group(1)) != line.split("=", 1)[1]:
+                dropped.append(line)
+        elif values.get(match.group(2), "n") != "n":
+            dropped.append(line)
+    return dropped
+
+
+def _run(argv: list[str], cwd: Path, env: Mapping[str, str] | None = None, stdin: str | None = None) -> None:
+    proc = subprocess.run(argv, cwd=cwd, env=None if env is None else {**os.environ, **env}, input=stdin,
+                          capture_output=True, text=True, errors="replace", check=False)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        raise BuildError(f"{' '.join(argv)} (in {cwd}) exited {proc.returncode}:\n{tail}")
+
+
+def _untar(tarball: Path, into: Path) -> Path:
+    with tarfile.open(tarball) as tar:
+        tar.extractall(into, filter="data")
+        top = {Path(m.name).parts[0] for m in tar.getmembers()}
+    if len(top) != 1:
+        raise BuildError(f"{tarball}: expected one top directory, got {sorted(top)}")
+    return into / top.pop()
+
+
+def configure(src: Path, build: Path, extra_cflags: str = "", extra_ldflags: str = "") -> str:
+    """Write ``build/.config`` as swupdate.inc's do_configure does; return the final text."""
+    defconfig = (meta_swupdate() / "recipes-support/swupdate/swupdate/defconfig").read_text()
+    header = f'CONFIG_EXTRA_CFLAGS="{extra_cflags}"\nCONFIG_EXTRA_LDFLAGS="{extra_ldflags}"\n'
+    build.mkdir(parents=True, exist_ok=True)
+    (build / ".config").write_text(merge_fragments(header + defconfig, (f.read_text() for f in FRAGMENTS)))
+    _run(["make", f"O={build}", "oldconfig"], cwd=src, stdin="\n" * 2000)
+    return (build / ".config").read_text()
+
+
+def merged_config() -> str:
+    """The swupdate ``.config`` the device build ends up with (cached with the build)."""
+    return (build().root / "swupdate.config").read_text()
+
+
+# -- the build ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceSwupdate:
+    """An installed tree: ``usr/bin/{swupdate,swupdate-client,swupdate-ipc,fw_printenv,fw_setenv}``, ``usr/lib``."""
+
+    root: Path
+
+    @property
+    def bindir(self) -> Path:
+        return self.root / "usr/bin"
+
+    @property
+    def libdir(self) -> Path:
+        return self.root / "usr/lib"
+
+    @property
+    def swupdate(self) -> Path:
+        return self.bindir / "swupdate"
+
+    def tool(self, name: str) -> Path:
+        return self.bindir / name
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to find this build's libubootenv (the host has none, or 0.3.2)."""
+        return {"LD_LIBRARY_PATH": str(self.libdir)}
+
+
+def _build(out: Path) -> None:
+    check_pins()
+    work = out / "work"
+    work.mkdir()
+    stage = work / "stage"
+    # libubootenv 0.3.5, as oe-core builds it (cmake).
+    ube_src = _untar(upstream(LIBUBOOTENV_TARBALL), work)
+    ube_build = work / "libubootenv-build"
+    _run(["cmake", "-S", str(ube_src), "-B", str(ube_build), "-DCMAKE_INSTALL_PREFIX=/usr",
+          "-DCMAKE_INSTALL_LIBDIR=lib", "-DCMAKE_BUILD_TYPE=Release"], cwd=work)
+    _run(["make", "-C", str(ube_build), f"-j{os.cpu_count() or 2}"], cwd=work)
+    _run(["make", "-C", str(ube_build), "install", f"DESTDIR={stage}"], cwd=work)
+
+    src = _untar(upstream(SWUPDATE_TARBALL), work)
+    shutil.copy(LUA_HANDLER, src / "swupdate_handlers.lua")  # the bbappend's do_configure:prepend
+    build_dir = work / "swupdate-build"
+    config = configure(src, build_dir, f"-I{stage}/usr/include", f"-L{stage}/usr/lib")
+    for fragment in FRAGMENTS:
+        if lost := dropped_lines(fragment.read_text(), config):
+            raise BuildError(f"{fragment.name}: lines dropped by the merge: {lost}")
+    env = {"PKG_CONFIG_PATH": f"{stage}/usr/lib/pkgconfig"}
+    _run(["make", f"O={build_dir}", f"-j{os.cpu_count() or 2}"], cwd=src, env=env)
+
+    bindir, libdir = out / "usr/bin", out / "usr/lib"
+    bindir.mkdir(parents=True)
+    libdir.mkdir(parents=True)
+    shutil.copy2(build_dir / "swupdate", bindir)
+    for tool in ("swupdate-client", "swupdate-ipc", "swupdate-progress"):
+        shutil.copy2(build_dir / "tools" / tool, bindir)
+    shutil.copy2(stage / "usr/bin/fw_printenv", bindir)
+    (bindir / "fw_setenv").symlink_to("fw_printenv")  # one binary; argv[0] decides
+    for lib in sorted((stage / "usr/lib").glob("libubootenv.so*")):
+        shutil.copy2(lib, libdir, follow_symlinks=False)
+    (out / "swupdate.config").write_text(config)
+    shutil.rmtree(work)
+
+
+def _inputs() -> str:
+    parts: list[str | bytes] = [_sha256(upstream(SWUPDATE_TARBALL)), _sha256(upstream(LIBUBOOTENV_TARBALL)),
+                                (meta_swupdate() / "recipes-support/swupdate/swupdate/defconfig").read_bytes(),
+                                LUA_HANDLER.read_bytes(), Path(__file__).read_bytes()]
+    parts += [f.read_bytes() for f in FRAGMENTS]
+    return cache.key(*parts)
+
+
+@functools.cache
+def build() -> DeviceSwupdate:
+    """The device's swupdate for this host's architecture, built once per input hash."""
+    check_pins()
+    return DeviceSwupdate(cache.entry("device-x86_64", _inputs(), _build, area="swupdate"))
+
+
+def missing_build_tools() -> list[str]:
+    return [tool for tool in ("cmake", "make", "gcc", "pkg-config", "git") if shutil.which(tool) is None]
