@@ -295,6 +295,7 @@ def _build(out: Path) -> None:
     (bindir / "fw_setenv").symlink_to("fw_printenv")  # one binary; argv[0] decides
     for lib in sorted((stage / "usr/lib").glob("libubootenv.so*")):
         shutil.copy2(lib, libdir, follow_symlinks=False)
+    shutil.copy2(build_dir / "libswupdate.so.0.1", libdir)  # the IPC library the client tools use
     (out / "swupdate.config").write_text(config)
     shutil.rmtree(work)
 

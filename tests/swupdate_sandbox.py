@@ -152,6 +152,10 @@ def mount(src, target, fstype, flags, data):
 try:
     mount("overlay", "/etc", "overlay", 0,
           "lowerdir=/etc,upperdir=%s,workdir=%s" % (spec["etc_upper"], spec["etc_work"]))
+    if spec["usr_upper"]:
+        # The device's read-only root, laid over the host's /usr for this run.
+        mount("overlay", "/usr", "overlay", 0,
+              "lowerdir=/usr,upperdir=%s,workdir=%s" % (spec["usr_upper"], spec["usr_work"]))
     for name in spec["etc_hide"]:
         path = os.path.join("/etc", name)
         if os.path.lexists(path):
@@ -565,9 +569,17 @@ class SwupdateSandbox:
         needed: Sequence[Path],
         timeout: float,
         feed: tuple[Path, Path] | None = None,
+        usr_layer: Path | None = None,
     ) -> SwupdateResult:
-        """Run *argv* in a new mount namespace: overlay /etc (+ *etc_files*), fresh /tmp."""
+        """Run *argv* in a new mount namespace: overlay /etc (+ *etc_files*), fresh /tmp and /run.
+
+        *usr_layer*, a directory on the same file system as the sandbox, becomes
+        the upper layer of an overlay on /usr (files the device's root holds).
+        """
         upper, work = ns_dir / "etc-upper", ns_dir / "etc-work"
+        usr_work = ns_dir / "usr-work"
+        if usr_layer is not None:
+            usr_work.mkdir(exist_ok=True)
 
         host_tmp = Path("/tmp").resolve()
         binds: list[Path] = []
@@ -580,6 +592,8 @@ class SwupdateSandbox:
             "etc_work": str(work),
             "etc_hide": [n for n in _HIDDEN_ETC_FILES if n not in etc_files],
             "etc_files": dict(etc_files),
+            "usr_upper": str(usr_layer) if usr_layer is not None else "",
+            "usr_work": str(usr_work),
             "tmp_binds": [str(p.relative_to(host_tmp)) for p in binds],
             "cwd": str(self.root),
             "argv": list(argv),

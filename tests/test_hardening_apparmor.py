@@ -94,15 +94,15 @@ def test_profiles_deny_ip_where_no_network_is_needed() -> None:
 
 
 @pytest.mark.parametrize("broken, message", [
-    ("  /etc/hwrevision r\n", "missing an end of line"),      # missing comma
+    ("  /usr/share/swupdate/** r\n", "missing an end of line"),  # missing comma
     ("  capability sys_admim,\n", "capability"),              # misspelt capability
-    ("  /etc/hwrevision rq,\n", "expecting TOK_MODE"),         # unknown permission
+    ("  /usr/share/swupdate/** rq,\n", "expecting TOK_MODE"),  # unknown permission
     ("  include <abstractions/pyvorin-missing>\n", "Could not open"),
 ])
 def test_a_broken_profile_fails(broken: str, message: str, tmp_path: Path) -> None:
     source = (PROFILES_DIR / "pyvorin-confirm").read_text()
     profile = tmp_path / "pyvorin-confirm"
-    profile.write_text(source.replace("  /etc/hwrevision r,\n", broken))
+    profile.write_text(source.replace("  /usr/share/swupdate/** r,\n", broken))
     assert broken in profile.read_text()
     result = parse(profile)
     assert result.returncode != 0, f"apparmor_parser accepted a broken profile:\n{profile.read_text()}"

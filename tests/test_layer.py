@@ -137,7 +137,7 @@ def _render_template(family: str, image_name: str, image: bytes) -> bytes:
     """Expand the layer's sw-description as meta-swupdate does (@@VAR@@, $swupdate_get_sha256)."""
     machine = TEMPLATES[family][0]
     text = (LAYER / "dynamic-layers/swupdate/recipes-core/images/files" / family / "sw-description").read_text()
-    values = {"DISTRO_VERSION": "2026.11", "DISTRO_NAME": "Pyvorin Edge OS", "MACHINE": machine,
+    values = {"PYVORIN_VERSION": "2026.11.3612345", "DISTRO_NAME": "Pyvorin Edge OS", "MACHINE": machine,
               "PYVORIN_HW_REVISION": "1.0", "PYVORIN_SOFTWARE_SET": "stable", "PYVORIN_BUNDLE_ROOTFS": image_name}
     text = re.sub(r"@@(\w+)@@", lambda m: values[m.group(1)], text)
     text = text.replace(f"$swupdate_get_sha256({image_name})", hashlib.sha256(image).hexdigest())

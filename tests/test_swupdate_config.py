@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import device_swupdate
 from pyvorin.spec import Compression, ImageType, ScriptType
 
+import device_swupdate
 from helpers import unavailable
 
 INC = device_swupdate.SWUPDATE_FILES.parent / "swupdate_pyvorin.inc"

@@ -44,11 +44,19 @@ def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, kernel: gues
     with open(dest / "etc/default/pyvorin-confirm", "a") as handle:
         handle.write(f"PYVORIN_CONFIRM_TIMEOUT={CONFIRM_TIMEOUT}\nPYVORIN_CONFIRM_INTERVAL=1\n")
     _write(dest / "sbin/init", (guest.FILES / "init").read_text(), 0o755)
-    _write(dest / "etc/os-release", f'ID=pyvorin\nNAME="Pyvorin Edge OS"\nVERSION_ID="{version}"\n')
+    # Where the device keeps them: on the read-only root (pyvorin-image stamps
+    # IMAGE_VERSION, pyvorin-hwrevision and the swupdate package install the rest).
+    _write(dest / "usr/lib/os-release",
+           f'ID=pyvorin\nNAME="Pyvorin Edge OS"\nVERSION_ID="{version}"\nIMAGE_VERSION={version}\n')
+    (dest / "etc/os-release").unlink(missing_ok=True)
+    (dest / "etc/os-release").symlink_to("../usr/lib/os-release")
+    _write(dest / "usr/share/swupdate/hwrevision", f"{BOARD} {HW_REVISION}\n")
+    # The guest still runs Debian's arm64 swupdate 2022.12, compiled to read /etc/hwrevision.
     _write(dest / "etc/hwrevision", f"{BOARD} {HW_REVISION}\n")
     _write(dest / "etc/pyvorin-test/role", role + "\n")
     _write(dest / "etc/pyvorin-test/watchdog-sec", f"{layer.watchdog_seconds()}\n")
-    shutil.copy2(ca_cert, dest / "etc/swupdate/ca.crt")
+    (dest / "usr/share/swupdate").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ca_cert, dest / "usr/share/swupdate/ca.crt")
     if padding:
         (dest / "padding.bin").write_bytes(_noise(padding))
     return dest

@@ -88,7 +88,8 @@ def rootfs_files(slot_a: str, slot_b: str) -> dict[str, tuple[str, int]]:
                                         0o644),
         "etc/fw_env.config": (FW_ENV_CONFIG.read_text(), 0o644),
         "usr/lib/swupdate/conf.d/50-pyvorin": (
-            render(SWUPDATE / "50-pyvorin", {"SOFTWARE_SET": "stable", "LIBEXECDIR": "/usr/libexec"}, "@"), 0o644),
+            render(SWUPDATE / "50-pyvorin", {"SOFTWARE_SET": "stable", "LIBEXECDIR": "/usr/libexec",
+                                             "DATADIR": "/usr/share", "NONARCH_LIBDIR": "/usr/lib"}, "@"), 0o644),
         "usr/libexec/pyvorin-swupdate-select": (
             render(SWUPDATE / "pyvorin-swupdate-select", {"SLOT_A": slot_a, "SLOT_B": slot_b}, "@"), 0o755),
     }

@@ -50,3 +50,38 @@ IMAGE_FSTYPES:append:rpi = " wic.bz2 wic.bmap"
 # a stale one nobody boots.
 IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', ' kernel-image', '', d)}"
 IMAGE_BOOT_FILES:remove:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', '${KERNEL_IMAGETYPE}', '', d)}"
+
+# The release version (pyvorin-update.inc), stamped when the root file system
+# is made: an image rebuilt for any reason gets a new one, an image restored
+# from sstate keeps its own. It lands in os-release as IMAGE_VERSION (where
+# the device's swupdate reads -N/-R from, on the read-only root) and beside
+# the image as <link name>.version, which pyvorin-update-image puts into
+# sw-description, so the image and its bundle never disagree.
+def pyvorin_release_version(d, now=None):
+    import calendar, re, time
+    number = (d.getVar('PYVORIN_BUILD_NUMBER') or '').strip()
+    if not number:
+        stamp = time.strptime(now or d.getVar('DATETIME'), '%Y%m%d%H%M%S')
+        number = str((calendar.timegm(stamp) - 1577836800) // 60)
+    version = '%s.%s' % (d.getVar('DISTRO_VERSION'), number)
+    if not re.fullmatch(r'(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})', version):
+        bb.fatal("pyvorin: release version '%s' (DISTRO_VERSION.PYVORIN_BUILD_NUMBER) must be three "
+                 "numbers, MAJOR.MINOR.BUILD, so SWUpdate compares it as a number" % version)
+    return version
+
+def pyvorin_stamp_os_release(path, image, version):
+    with open(path) as handle:
+        lines = [l for l in handle.read().splitlines() if not l.startswith(('IMAGE_ID=', 'IMAGE_VERSION='))]
+    lines += ['IMAGE_ID=%s' % image, 'IMAGE_VERSION=%s' % version]
+    with open(path, 'w') as handle:
+        handle.write('\n'.join(lines) + '\n')
+
+python pyvorin_image_version () {
+    version = pyvorin_release_version(d)
+    pyvorin_stamp_os_release(d.expand('${IMAGE_ROOTFS}${nonarch_libdir}/os-release'), d.getVar('IMAGE_BASENAME'), version)
+    with open(d.expand('${IMGDEPLOYDIR}/${IMAGE_LINK_NAME}.version'), 'w') as handle:
+        handle.write(version + '\n')
+    bb.note('pyvorin: release version %s' % version)
+}
+pyvorin_image_version[vardepsexclude] = "DATETIME"
+ROOTFS_POSTPROCESS_COMMAND += "pyvorin_image_version"

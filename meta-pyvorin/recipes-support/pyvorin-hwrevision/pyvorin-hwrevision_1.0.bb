@@ -1,6 +1,8 @@
 SUMMARY = "Hardware revision file for SWUpdate"
-DESCRIPTION = "Writes /etc/hwrevision as '<machine> <revision>': SWUpdate \
-               refuses bundles whose hardware-compatibility does not list it."
+DESCRIPTION = "Writes the hardware revision '<machine> <revision>' where the \
+               device's SWUpdate reads it (CONFIG_HW_COMPATIBILITY_FILE of \
+               pyvorin.cfg): it refuses bundles whose hardware-compatibility \
+               does not list it."
 HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"
 SECTION = "base"
 LICENSE = "MIT"
@@ -15,14 +17,17 @@ INHIBIT_DEFAULT_DEPS = "1"
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
+# On the read-only root, not in /etc: /etc is an overlay on /data that
+# survives updates, and a file left there would outlive the release that
+# changed the revision.
 do_install() {
-    install -d ${D}${sysconfdir}
+    install -d ${D}${datadir}/swupdate
     sed -e 's,@MACHINE@,${MACHINE},' -e 's,@REVISION@,${PYVORIN_HW_REVISION},' \
-        ${S}/hwrevision.in > ${D}${sysconfdir}/hwrevision
-    chmod 0644 ${D}${sysconfdir}/hwrevision
+        ${S}/hwrevision.in > ${D}${datadir}/swupdate/hwrevision
+    chmod 0644 ${D}${datadir}/swupdate/hwrevision
 }
 
 # The file names the machine: one package per machine.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
-FILES:${PN} += "${sysconfdir}/hwrevision"
+FILES:${PN} += "${datadir}/swupdate/hwrevision"

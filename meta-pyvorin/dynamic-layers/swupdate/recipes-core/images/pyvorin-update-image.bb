@@ -23,6 +23,21 @@ SWUPDATE_IMAGES_NOAPPEND_MACHINE[pyvorin-image] = "0"
 # Filled into sw-description (@@VAR@@) by meta-swupdate.
 PYVORIN_BUNDLE_ROOTFS = "pyvorin-image-${MACHINE}.rootfs.ext4.gz"
 
+# sw-description's version is the one pyvorin-image stamped into its
+# os-release (IMAGE_VERSION), read from the deployed image when the bundle is
+# made: the device compares the two with -N/-R.
+PYVORIN_VERSION = ""
+python pyvorin_bundle_version () {
+    path = d.expand('${DEPLOY_DIR_IMAGE}/pyvorin-image-${MACHINE}.rootfs.version')
+    try:
+        with open(path) as handle:
+            version = handle.read().strip()
+    except OSError as exc:
+        bb.fatal("pyvorin-update-image: cannot read the image's release version: %s" % exc)
+    d.setVar('PYVORIN_VERSION', version)
+}
+do_swuimage[prefuncs] += "pyvorin_bundle_version"
+
 # CMS, as SWUpdate verifies it with the CA certificate of PYVORIN_SWUPDATE_CA_CERT.
 # SWUPDATE_CMS_KEY and SWUPDATE_CMS_CERT come from the build configuration
 # (kas/opt/dev-keys.yml or a production signing setup), never from the layer.
