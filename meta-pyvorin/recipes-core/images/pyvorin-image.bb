@@ -83,5 +83,6 @@ python pyvorin_image_version () {
         handle.write(version + '\n')
     bb.note('pyvorin: release version %s' % version)
 }
+pyvorin_image_version[doc] = "Stamps the release version into os-release and deploys it beside the image"
 pyvorin_image_version[vardepsexclude] = "DATETIME"
 ROOTFS_POSTPROCESS_COMMAND += "pyvorin_image_version"

@@ -36,6 +36,7 @@ python pyvorin_bundle_version () {
         bb.fatal("pyvorin-update-image: cannot read the image's release version: %s" % exc)
     d.setVar('PYVORIN_VERSION', version)
 }
+pyvorin_bundle_version[doc] = "Sets PYVORIN_VERSION from the release version pyvorin-image deployed"
 do_swuimage[prefuncs] += "pyvorin_bundle_version"
 
 # CMS, as SWUpdate verifies it with the CA certificate of PYVORIN_SWUPDATE_CA_CERT.
