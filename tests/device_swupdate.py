@@ -50,6 +50,7 @@ SWUPDATE_FILES = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files
 #: The layer's configuration fragments, in SRC_URI order (find_cfgs).
 FRAGMENTS = (SWUPDATE_FILES / "pyvorin.cfg",)
 LUA_HANDLER = SWUPDATE_FILES / "swupdate_handlers.lua"
+INC = SWUPDATE_FILES.parent / "swupdate_pyvorin.inc"
 
 UPSTREAM = Path(os.environ.get("PYVORIN_UPSTREAM") or ROOT.parent / "shared" / "upstream")
 SWUPDATE_TARBALL = "swupdate-2026.05.1.tar.gz"
@@ -278,7 +279,7 @@ def _build(out: Path) -> None:
     src = _untar(upstream(SWUPDATE_TARBALL), work)
     shutil.copy(LUA_HANDLER, src / "swupdate_handlers.lua")  # the bbappend's do_configure:prepend
     build_dir = work / "swupdate-build"
-    config = configure(src, build_dir, f"-I{stage}/usr/include", f"-L{stage}/usr/lib")
+    config = configure(src, build_dir, f"-I{stage}/usr/include", f"-L{stage}/usr/lib {recipe_ldflags()}")
     for fragment in FRAGMENTS:
         if lost := dropped_lines(fragment.read_text(), config):
             raise BuildError(f"{fragment.name}: lines dropped by the merge: {lost}")
@@ -300,11 +301,16 @@ def _build(out: Path) -> None:
     shutil.rmtree(work)
 
 
+def recipe_ldflags() -> str:
+    """What the bbappend appends to LDFLAGS (swupdate.inc hands LDFLAGS over as CONFIG_EXTRA_LDFLAGS)."""
+    return " ".join(re.findall(r'^LDFLAGS:append = " ?(.*?)"$', INC.read_text(), re.M))
+
+
 def _inputs() -> str:
     parts: list[str | bytes] = [_sha256(upstream(SWUPDATE_TARBALL)), _sha256(upstream(LIBUBOOTENV_TARBALL)),
                                 (meta_swupdate() / "recipes-support/swupdate/swupdate/defconfig").read_bytes(),
                                 LUA_HANDLER.read_bytes(), Path(__file__).read_bytes()]
-    parts += [f.read_bytes() for f in FRAGMENTS]
+    parts += [f.read_bytes() for f in FRAGMENTS] + [recipe_ldflags()]
     return cache.key(*parts)
 
 
