@@ -244,3 +244,31 @@ def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
     # The embedded handler runs it: swupdate must pull it in.
     inc = (LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/swupdate_pyvorin.inc").read_text()
     assert "pyvorin-delta-apply" in inc.split("RDEPENDS:${PN}")[1]
+
+
+SANITY = LAYER / "classes-global/pyvorin_sanity.bbclass"
+
+
+def test_production_guard_refuses_a_dev_ca_and_signer(cli, keys, tmp_path: Path) -> None:
+    """The parse-time guard checks the device's trust anchor, not only the signer."""
+    import shutil
+
+    from helpers import recipe_functions
+
+    reason = recipe_functions(SANITY)["pyvorin_dev_key_reason"]
+    assert reason(str(keys.ca)) == "is a development certificate (OU=pyvorin-dev)"
+    assert reason(str(keys.cert)) == "is a development certificate (OU=pyvorin-dev)"
+    prod = tmp_path / "prod"
+    cli("keys", "init", prod, "--only", "swupdate", "--key-size", "2048", "--production", check=True)
+    assert reason(str(prod / "swupdate/ca.crt")) is None
+    assert reason(str(prod / "swupdate/signer.crt")) is None
+    # A production certificate dropped into a dev key directory: the manifest says dev.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(keys.directory, mixed)
+    shutil.copy(prod / "swupdate/ca.crt", mixed / "swupdate/ca.crt")
+    assert reason(str(mixed / "swupdate/ca.crt")).startswith("is marked dev in ")
+    assert reason(str(tmp_path / "missing.crt")).startswith("cannot be read")
+    (tmp_path / "junk.crt").write_text("not a certificate\n")
+    assert reason(str(tmp_path / "junk.crt")) == "holds no PEM certificate"
+    text = SANITY.read_text()
+    assert "for variable in ('PYVORIN_SWUPDATE_CA_CERT', 'SWUPDATE_CMS_CERT'):" in text

@@ -44,28 +44,5 @@ do_swuimage[prefuncs] += "pyvorin_bundle_version"
 # (kas/opt/dev-keys.yml or a production signing setup), never from the layer.
 SWUPDATE_SIGNING = "CMS"
 
-# Checked at parse time on purpose: a production build with dev keys must
-# stop before any task runs.
-# nooelint: oelint.task.noanonpython
-python () {
-    # Refuse development keys in a production build (keys init marks them).
-    if not bb.utils.to_boolean(d.getVar('PYVORIN_PRODUCTION')):
-        return
-    import base64, json, os
-    cert = d.getVar('SWUPDATE_CMS_CERT') or ''
-    if not cert or not os.path.exists(cert):
-        bb.fatal("pyvorin-update-image: production build needs SWUPDATE_CMS_CERT set to the signer certificate")
-    with open(cert) as handle:
-        pem = handle.read()
-    body = ''.join(l for l in pem.splitlines() if l and not l.startswith('-----'))
-    if b'pyvorin-dev' in base64.b64decode(body.encode()):
-        bb.fatal("pyvorin-update-image: %s is a development certificate (OU=pyvorin-dev); "
-                 "a production build (PYVORIN_PRODUCTION = \"1\") must be signed with production keys" % cert)
-    manifest = os.path.join(os.path.dirname(os.path.dirname(cert)), 'manifest.json')
-    if os.path.exists(manifest):
-        with open(manifest) as handle:
-            entries = json.load(handle).get('entries', [])
-        name = os.path.relpath(cert, os.path.dirname(manifest))
-        if any(e.get('file') == name and e.get('dev') for e in entries):
-            bb.fatal("pyvorin-update-image: %s is marked dev in %s; refusing a production bundle" % (cert, manifest))
-}
+# A production build refuses dev keys for the signer and the device's CA at
+# parse time: pyvorin_sanity.bbclass (PYVORIN_PRODUCTION).
