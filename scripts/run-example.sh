@@ -1,8 +1,11 @@
 #!/bin/sh
 # The main job on the shipped example: build the example root filesystem,
 # generate dev keys, write sw-description, build and verify a signed bundle,
-# and - with swupdate installed and as root - install it with the real
-# swupdate into file-backed A/B slots.  Everything lands in examples/out/.
+# and - as root, with the build dependencies scripts/test.sh installs and the
+# pinned sources in ../shared/upstream - install it with the device's own
+# swupdate (2026.05.1, built as meta-swupdate configures it for the layer;
+# tests/device_swupdate.py) into file-backed A/B slots.  Everything lands in
+# examples/out/.
 set -eu
 cd "$(dirname "$0")/.."
 out=examples/out
@@ -35,5 +38,5 @@ step "signed bundle"
     --key "$out/keys/swupdate/signer.key" --cert "$out/keys/swupdate/signer.crt"
 "$pyvorin" verify "$out/release.swu" --cert "$out/keys/swupdate/ca.crt"
 
-step "install with swupdate into file-backed slots"
+step "install with the device's swupdate into file-backed slots"
 .venv/bin/python examples/install_demo.py examples/release.yaml "$out/keys" "$out"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -263,28 +264,86 @@ class DeviceSwupdate:
         return {"LD_LIBRARY_PATH": str(self.libdir)}
 
 
-def _build(out: Path) -> None:
+@dataclass(frozen=True)
+class Target:
+    """Where the build runs: this host, or arm64 (the QEMU guest) cross-compiled against a Debian sysroot."""
+
+    name: str
+    cross: str = ""  # the toolchain prefix, "" for the host
+
+    @property
+    def cc(self) -> str:
+        return f"{self.cross}gcc"
+
+
+HOST = Target(platform.machine())
+ARM64 = Target("aarch64", "aarch64-linux-gnu-")
+#: Debian arm64 packages of the sysroot: libc and the -dev packages of APT_BUILD_DEPS.
+SYSROOT_PACKAGES = ("libc6-dev", *(p for p in APT_BUILD_DEPS if p.endswith("-dev")))
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def _make_sysroot(out: Path) -> None:
+    # --variant=extract unpacks without running maintainer scripts: no qemu-user.
+    _run(["mmdebstrap", "--quiet", "--variant=extract", "--arch=arm64", f"--include={','.join(SYSROOT_PACKAGES)}",
+          DEBIAN_SUITE, str(out / "sysroot"), DEBIAN_MIRROR], cwd=out)
+    # Debian names the Lua module lua5.4.pc (lua.pc is an alternative the
+    # extract does not set up); oe-core's lua installs lua.pc, which
+    # CONFIG_LUAPKG="lua" asks for.
+    shim = out / "pkgconfig"
+    shim.mkdir()
+    (shim / "lua.pc").symlink_to("../sysroot/usr/lib/aarch64-linux-gnu/pkgconfig/lua5.4.pc")  # survives the rename
+
+
+def arm64_sysroot() -> Path:
+    """An arm64 sysroot (``sysroot/``) and a pkg-config shim dir (``pkgconfig/``), cached."""
+    return cache.entry("sysroot-arm64", cache.key(DEBIAN_SUITE, *SYSROOT_PACKAGES), _make_sysroot, area="swupdate")
+
+
+def _build(target: Target, out: Path) -> None:
     check_pins()
     work = out / "work"
     work.mkdir()
     stage = work / "stage"
+    env: dict[str, str] = {}
+    cmake_cross: list[str] = []
+    make_cross: list[str] = []
+    cflags, ldflags = f"-I{stage}/usr/include", f"-L{stage}/usr/lib"
+    if target.cross:
+        base = arm64_sysroot()
+        sysroot = base / "sysroot"
+        env = {"PKG_CONFIG_LIBDIR": f"{base}/pkgconfig:{sysroot}/usr/lib/aarch64-linux-gnu/pkgconfig:"
+                                    f"{sysroot}/usr/share/pkgconfig",
+               "PKG_CONFIG_SYSROOT_DIR": str(sysroot)}
+        cmake_cross = ["-DCMAKE_SYSTEM_NAME=Linux", f"-DCMAKE_SYSTEM_PROCESSOR={target.name}",
+                       f"-DCMAKE_C_COMPILER={target.cc}", f"-DCMAKE_SYSROOT={sysroot}",
+                       f"-DCMAKE_FIND_ROOT_PATH={sysroot}", "-DCMAKE_FIND_ROOT_PATH_MODE_LIBRARY=ONLY",
+                       "-DCMAKE_FIND_ROOT_PATH_MODE_INCLUDE=ONLY", "-DCMAKE_FIND_ROOT_PATH_MODE_PROGRAM=NEVER"]
+        # As swupdate.inc calls make: CROSS_COMPILE, ARCH, LD="${CC}", HOSTCC.
+        make_cross = [f"CROSS_COMPILE={target.cross}", f"CC={target.cc}", f"LD={target.cc}", "HOSTCC=gcc",
+                      "ARCH=arm64"]
+        cflags = f"--sysroot={sysroot} {cflags}"
+        ldflags = (f"--sysroot={sysroot} {ldflags} -Wl,-rpath-link,{sysroot}/usr/lib/aarch64-linux-gnu "
+                   f"-Wl,-rpath-link,{sysroot}/lib/aarch64-linux-gnu")
     # libubootenv 0.3.5, as oe-core builds it (cmake).
     ube_src = _untar(upstream(LIBUBOOTENV_TARBALL), work)
     ube_build = work / "libubootenv-build"
     _run(["cmake", "-S", str(ube_src), "-B", str(ube_build), "-DCMAKE_INSTALL_PREFIX=/usr",
-          "-DCMAKE_INSTALL_LIBDIR=lib", "-DCMAKE_BUILD_TYPE=Release"], cwd=work)
-    _run(["make", "-C", str(ube_build), f"-j{os.cpu_count() or 2}"], cwd=work)
-    _run(["make", "-C", str(ube_build), "install", f"DESTDIR={stage}"], cwd=work)
+          "-DCMAKE_INSTALL_LIBDIR=lib", "-DCMAKE_BUILD_TYPE=Release", *cmake_cross], cwd=work, env=env)
+    _run(["make", "-C", str(ube_build), f"-j{os.cpu_count() or 2}"], cwd=work, env=env)
+    _run(["make", "-C", str(ube_build), "install", f"DESTDIR={stage}"], cwd=work, env=env)
 
     src = _untar(upstream(SWUPDATE_TARBALL), work)
     shutil.copy(LUA_HANDLER, src / "swupdate_handlers.lua")  # the bbappend's do_configure:prepend
     build_dir = work / "swupdate-build"
-    config = configure(src, build_dir, f"-I{stage}/usr/include", f"-L{stage}/usr/lib {recipe_ldflags()}")
+    config = configure(src, build_dir, cflags, f"{ldflags} {recipe_ldflags()}")
     for fragment in FRAGMENTS:
         if lost := dropped_lines(fragment.read_text(), config):
             raise BuildError(f"{fragment.name}: lines dropped by the merge: {lost}")
-    env = {"PKG_CONFIG_PATH": f"{stage}/usr/lib/pkgconfig"}
-    _run(["make", f"O={build_dir}", f"-j{os.cpu_count() or 2}"], cwd=src, env=env)
+    if not target.cross:
+        env = {"PKG_CONFIG_PATH": f"{stage}/usr/lib/pkgconfig"}
+    _run(["make", f"O={build_dir}", f"-j{os.cpu_count() or 2}", *make_cross], cwd=src, env=env)
 
     bindir, libdir = out / "usr/bin", out / "usr/lib"
     bindir.mkdir(parents=True)
@@ -315,10 +374,12 @@ def _inputs() -> str:
 
 
 @functools.cache
-def build() -> DeviceSwupdate:
-    """The device's swupdate for this host's architecture, built once per input hash."""
+def build(target: Target = HOST) -> DeviceSwupdate:
+    """The device's swupdate for *target* (this host by default), built once per input hash."""
     check_pins()
-    return DeviceSwupdate(cache.entry("device-x86_64", _inputs(), _build, area="swupdate"))
+    inputs = _inputs() if not target.cross else cache.key(_inputs(), target.name, *SYSROOT_PACKAGES)
+    return DeviceSwupdate(cache.entry(f"device-{target.name}", inputs, functools.partial(_build, target),
+                                      area="swupdate"))
 
 
 def missing_build_tools() -> list[str]:

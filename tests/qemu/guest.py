@@ -18,14 +18,22 @@ from qemu import cache
 from qemu.errors import HarnessError
 from qemu.host import run
 
+import device_swupdate
+
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("linux-image-arm64", "busybox-static", "swupdate", "libubootenv-tool", "util-linux", "curl")
+#: The kernel, busybox, the tools the scenarios run, and the runtime libraries of
+#: the device's swupdate build (device_swupdate.build(ARM64)), which replaces
+#: Debian's swupdate and libubootenv.
+PACKAGES = ("linux-image-arm64", "busybox-static", "util-linux", "curl", "libconfig9", "libjson-c5", "liblua5.4-0",
+            "libarchive13", "libzstd1", "libssl3", "libsystemd0", "libyaml-0-2", "zlib1g")
 #: Loaded in this order by the initramfs (dependencies are added before each).
 MODULES = ("virtio_mmio", "virtio_blk", "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii", "i6300esb")
 #: Dynamically linked programs copied into every root file system, by their path in the extracted tree.
 # curl: the static busybox's wget crashes in glibc's resolver (static NSS).
-PROGRAMS = ("usr/bin/swupdate", "usr/bin/fw_printenv", "usr/bin/fw_setenv", "bin/findmnt", "usr/bin/curl")
+PROGRAMS = ("bin/findmnt", "usr/bin/curl")
+#: The device's own programs, from the arm64 build of swupdate 2026.05.1 and libubootenv 0.3.5.
+DEVICE_PROGRAMS = ("usr/bin/swupdate", "usr/bin/fw_printenv", "usr/bin/fw_setenv")
 #: busybox applets linked into /bin (the root is read-only: no --install at boot).
 APPLETS = ("sh", "mount", "umount", "mkdir", "cat", "echo", "sleep", "date", "wget", "httpd", "watchdog", "kill",
            "reboot", "poweroff", "sync", "ip", "rm", "mv", "ls", "sed", "grep", "readlink", "true", "false", "head",
@@ -145,7 +153,9 @@ def _needed(path: Path) -> list[str]:
     return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic)
 
 
-def _find_lib(root: Path, name: str) -> Path:
+def _find_lib(root: Path, name: str, device: Path) -> Path:
+    if (device / "usr/lib" / name).exists():  # libubootenv 0.3.5, libswupdate
+        return device / "usr/lib" / name
     for sub in _LIB_DIRS:
         if (root / sub / name).exists():
             return root / sub / name
@@ -171,18 +181,21 @@ def base_tree(dest: Path) -> None:
     (dest / "var").mkdir()
     (dest / "var/lock").symlink_to("/run/lock")
     (dest / "var/tmp").symlink_to("/tmp")
+    device = device_swupdate.build(device_swupdate.ARM64).root
     seen: set[str] = set()
-    pending = list(PROGRAMS)
+    pending = [root / p for p in PROGRAMS] + [device / p for p in DEVICE_PROGRAMS]
     for program in PROGRAMS:
         _copy_file(root / program, dest / program, 0o755)
+    for program in DEVICE_PROGRAMS:
+        _copy_file(device / program, dest / program, 0o755)
     while pending:
-        for name in _needed(root / pending.pop()):
+        for name in _needed(pending.pop()):
             if name in seen:
                 continue
             seen.add(name)
-            lib = _find_lib(root, name)
+            lib = _find_lib(root, name, device)
             _copy_file(lib, dest / "lib/aarch64-linux-gnu" / name, 0o755)
-            pending.append(str(lib.relative_to(root)))
+            pending.append(lib)
     _copy_file(root / _LOADER, dest / "lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", 0o755)
     (dest / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
 

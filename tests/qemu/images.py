@@ -51,8 +51,6 @@ def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, kernel: gues
     (dest / "etc/os-release").unlink(missing_ok=True)
     (dest / "etc/os-release").symlink_to("../usr/lib/os-release")
     _write(dest / "usr/share/swupdate/hwrevision", f"{BOARD} {HW_REVISION}\n")
-    # The guest still runs Debian's arm64 swupdate 2022.12, compiled to read /etc/hwrevision.
-    _write(dest / "etc/hwrevision", f"{BOARD} {HW_REVISION}\n")
     _write(dest / "etc/pyvorin-test/role", role + "\n")
     _write(dest / "etc/pyvorin-test/watchdog-sec", f"{layer.watchdog_seconds()}\n")
     (dest / "usr/share/swupdate").mkdir(parents=True, exist_ok=True)
