@@ -272,3 +272,30 @@ def test_production_guard_refuses_a_dev_ca_and_signer(cli, keys, tmp_path: Path)
     assert reason(str(tmp_path / "junk.crt")) == "holds no PEM certificate"
     text = SANITY.read_text()
     assert "for variable in ('PYVORIN_SWUPDATE_CA_CERT', 'SWUPDATE_CMS_CERT'):" in text
+
+
+def test_release_version_grows_and_is_numeric(tmp_path: Path) -> None:
+    """pyvorin-image's version stamp: DISTRO_VERSION.BUILD, three numbers, growing with the build time."""
+    from helpers import RecipeData, RecipeFatal, recipe_functions
+
+    functions = recipe_functions(LAYER / "recipes-core/images/pyvorin-image.bb")
+    version = functions["pyvorin_release_version"]
+    data = RecipeData({"DISTRO_VERSION": "2026.11", "DATETIME": "20261203235959"})
+    first = version(data)
+    later = version(data, now="20261204000100")
+    assert re.fullmatch(r"2026\.11\.\d+", first) and first != later
+    assert int(later.rsplit(".", 1)[1]) > int(first.rsplit(".", 1)[1])
+    assert version(RecipeData({"DISTRO_VERSION": "2026.11", "PYVORIN_BUILD_NUMBER": "4711"})) == "2026.11.4711"
+    for bad in ({"DISTRO_VERSION": "2026.11-rc1"}, {"DISTRO_VERSION": "2026", "PYVORIN_BUILD_NUMBER": "1"},
+                {"DISTRO_VERSION": "2026.11", "PYVORIN_BUILD_NUMBER": "12a"}):
+        with pytest.raises(RecipeFatal, match="three"):
+            version(RecipeData({"DATETIME": "20261203235959", **bad}))
+    osrelease = tmp_path / "os-release"
+    osrelease.write_text('ID=pyvorin\nVERSION_ID=2026.11\nIMAGE_VERSION=old\n')
+    functions["pyvorin_stamp_os_release"](str(osrelease), "pyvorin-image", first)
+    assert osrelease.read_text() == f"ID=pyvorin\nVERSION_ID=2026.11\nIMAGE_ID=pyvorin-image\nIMAGE_VERSION={first}\n"
+    # and 50-pyvorin reads exactly that field
+    select = (LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files/50-pyvorin").read_text()
+    script = select[:select.index("if [ -z")].replace("@NONARCH_LIBDIR@/os-release", str(osrelease))
+    out = subprocess.run(["sh", "-c", script + 'printf %s "$pyvorin_version"'], capture_output=True, text=True)
+    assert out.stdout == first, out.stderr
