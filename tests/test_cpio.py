@@ -115,3 +115,29 @@ def test_member_over_4_gib_is_refused() -> None:
     writer = cpio.CpioWriter(io.BytesIO())
     with pytest.raises(BundleError, match="4 GiB"):
         writer.add_chunks("big.img", 1 << 32, 0, iter(()))
+
+
+@pytest.mark.parametrize("field", [b"-0000080", b"+00_0010", b" 0000010", b"0x000010", b"0000001g"])
+def test_header_fields_must_be_eight_hex_digits(field: bytes) -> None:
+    """int(x, 16) took these; a negative size made the reader loop on one header (issue 12, A1)."""
+    data = bytearray(_archive([("a", b"x" * 100)]))
+    data[6 + 8 * 6 : 6 + 8 * 7] = field
+    with pytest.raises(BundleError, match="bad file size"):
+        list(cpio.iter_members(io.BytesIO(bytes(data)), len(data)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_any_header_mutation_ends(data: st.DataObject) -> None:
+    """Whatever bytes a header holds, reading ends: members or one BundleError, no loop, no other exception."""
+    archive = bytearray(_archive([("a", b"x" * 100), ("b", b"y" * 7)]))
+    for _ in range(data.draw(st.integers(1, 8))):
+        where = data.draw(st.integers(0, cpio.HEADER_LEN - 1))
+        archive[where] = data.draw(st.sampled_from(b"0123456789abcdefABCDEF-+_ x\x00\xff"))
+    seen = 0
+    try:
+        for _member in cpio.iter_members(io.BytesIO(bytes(archive)), len(archive)):
+            seen += 1
+            assert seen <= 2
+    except BundleError:
+        pass

@@ -123,11 +123,20 @@ class Member:
     crc: bool  # 070702 (checksummed) rather than 070701
 
 
+_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
 def _hex(field: bytes, what: str, offset: int) -> int:
-    try:
-        return int(field, 16)
-    except ValueError:
-        raise BundleError(f"not a cpio archive: bad {what} in the header at offset {offset}") from None
+    # Exactly eight hex digits: int(x, 16) would also take "-0000080" or
+    # "+00_0010", and a negative size steps the reader back onto the same
+    # header forever.
+    if len(field) != 8 or not _HEX_DIGITS.issuperset(field):
+        raise BundleError(f"not a cpio archive: bad {what} {field!r} in the header at offset {offset}")
+    return int(field, 16)
+
+
+_FIELD_NAMES = ("inode", "mode", "uid", "gid", "link count", "mtime", "file size", "device major", "device minor",
+                "rdev major", "rdev minor", "name size", "checksum")
 
 
 def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
@@ -142,6 +151,8 @@ def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
         if magic not in (MAGIC_CRC, MAGIC_NEWC):
             raise BundleError(f"not a cpio newc/crc archive: bad magic at offset {offset}")
         fields = [head[6 + 8 * i : 14 + 8 * i] for i in range(13)]
+        for index, field in enumerate(fields):
+            _hex(field, _FIELD_NAMES[index], offset)
         size = _hex(fields[6], "file size", offset)
         namesize = _hex(fields[11], "name size", offset)
         checksum = _hex(fields[12], "checksum", offset)
