@@ -178,3 +178,66 @@ def test_key_file_errors(tmp_path: Path, keys) -> None:
         sign_content(CONTENT, SigningOptions(str(ec_key), keys.cert))
     with pytest.raises(KeyError_, match="needs the signer certificate"):
         sign_content(CONTENT, SigningOptions(str(keys.key), None))
+
+
+def _ca_chain(tmp: Path, intermediate_can_sign: bool) -> tuple[Path, Path, Path]:
+    """root -> intermediate -> signer; returns (signer key, signer+intermediate PEM, root PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def make(name: str, issuer_name: x509.Name | None, issuer_key: rsa.RSAPrivateKey | None, ca: bool,
+             cert_sign: bool) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=not ca or not cert_sign, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=cert_sign, crl_sign=cert_sign, encipher_only=False,
+                                                decipher_only=False), critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        return key, builder.sign(issuer_key or key, hashes.SHA256())
+
+    root_key, root = make("root", None, None, True, True)
+    mid_key, mid = make("intermediate", root.subject, root_key, True, intermediate_can_sign)
+    leaf_key, leaf = make("signer", mid.subject, mid_key, False, False)
+    pem = serialization.Encoding.PEM
+    (tmp / "signer.key").write_bytes(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
+                                                            serialization.NoEncryption()))
+    (tmp / "signer.key").chmod(0o600)
+    (tmp / "chain.pem").write_bytes(leaf.public_bytes(pem) + mid.public_bytes(pem))
+    (tmp / "root.pem").write_bytes(root.public_bytes(pem))
+    return tmp / "signer.key", tmp / "chain.pem", tmp / "root.pem"
+
+
+def test_a_leaf_is_no_trust_anchor(keys, tmp_path: Path, no_source_date_epoch) -> None:
+    """`verify --cert signer.crt` must fail as `openssl cms -verify -CAfile signer.crt` and swupdate -k do."""
+    sig = sign_content(CONTENT, SigningOptions(str(keys.key), keys.cert))
+    assert _cms_verify(tmp_path, sig, CONTENT, keys.cert).returncode != 0
+    with pytest.raises(VerificationError, match="self-signed CA"):
+        cms.verify(sig, CONTENT, load_certificates(keys.cert))
+    assert cms.verify(sig, CONTENT, load_certificates(keys.ca))
+
+
+@pytest.mark.parametrize("can_sign", [True, False])
+def test_an_intermediate_needs_key_cert_sign(tmp_path: Path, can_sign: bool, no_source_date_epoch) -> None:
+    key, chain, root = _ca_chain(tmp_path, can_sign)
+    sig = sign_content(CONTENT, SigningOptions(str(key), chain))
+    openssl_ok = _cms_verify(tmp_path, sig, CONTENT, root).returncode == 0
+    assert openssl_ok == can_sign
+    if can_sign:
+        assert len(cms.verify(sig, CONTENT, load_certificates(root)).chain) == 3
+    else:
+        with pytest.raises(VerificationError, match="does not chain"):
+            cms.verify(sig, CONTENT, load_certificates(root))
+    # The intermediate alone is no anchor either (no partial chains, as in SWUpdate).
+    (tmp_path / "mid.pem").write_bytes(chain.read_bytes().split(b"-----END CERTIFICATE-----\n", 1)[1])
+    with pytest.raises(VerificationError):
+        cms.verify(sig, CONTENT, load_certificates(tmp_path / "mid.pem"))

@@ -209,3 +209,11 @@ def test_two_step_signed_bundle_installs(cli, sandbox, keys, make_spec, tmp_path
     assert sandbox.install(unsigned, keys.ca, check_only=True).returncode != 0  # CMS is mandatory
     cli("sign", unsigned, *keys.signing_args(), check=True)
     assert sandbox.install(unsigned, keys.ca).succeeded
+
+
+def test_a_leaf_given_as_ca_is_refused(sandbox, release, keys, cli) -> None:
+    """The device refuses -k <signer.crt>; `pyvorin verify --cert signer.crt` must refuse too."""
+    result = sandbox.install(release, keys.cert, check_only=True)
+    assert result.returncode != 0, result.output
+    ours = cli("verify", release, "--cert", keys.cert)
+    assert ours.returncode == 1 and "self-signed CA" in ours.stderr, ours.stderr

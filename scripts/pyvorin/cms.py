@@ -231,11 +231,27 @@ def _check_purpose(cert: x509.Certificate, purpose: str) -> None:
         )
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def _may_issue(cert: x509.Certificate) -> bool:
+    """CA:TRUE, and keyCertSign when keyUsage is present: what OpenSSL demands of an issuer."""
     try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return False
     except x509.ExtensionNotFound:
         return False
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+    except x509.ExtensionNotFound:
+        return True
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _within_validity(cert: x509.Certificate, now: datetime.datetime) -> None:
@@ -250,29 +266,32 @@ def _build_chain(
     leaf: x509.Certificate, pool: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate],
     now: datetime.datetime,
 ) -> tuple[x509.Certificate, ...]:
+    """The chain from *leaf* to a self-signed trusted certificate, as OpenSSL builds it for SWUpdate.
+
+    SWUpdate sets no partial-chain flag: a chain is trusted only when it ends
+    in a self-signed certificate from the trust file, so a leaf or an
+    intermediate given as the "CA" does not make its signatures valid.
+    """
     chain = [leaf]
     current = leaf
     for _ in range(8):
         _within_validity(current, now)
-        for anchor in anchors:
-            if anchor == current:
-                return tuple(chain)
+        if current in anchors and _self_signed(current):
+            return tuple(chain)
         for issuer in [*anchors, *pool]:
-            if issuer.subject != current.issuer or issuer == current or not _is_ca(issuer):
+            if issuer.subject != current.issuer or issuer == current or not _may_issue(issuer):
                 continue
             try:
                 current.verify_directly_issued_by(issuer)
             except (ValueError, TypeError, InvalidSignature):
                 continue
-            if issuer in anchors:
-                _within_validity(issuer, now)
-                return (*chain, issuer)
             chain.append(issuer)
             current = issuer
             break
         else:
             raise VerificationError(
-                f"signer certificate {leaf.subject.rfc4514_string()} does not chain to the given CA certificate"
+                f"signer certificate {leaf.subject.rfc4514_string()} does not chain to a self-signed CA "
+                "certificate of the given trust file"
             )
     raise VerificationError("certificate chain is too long")
 
