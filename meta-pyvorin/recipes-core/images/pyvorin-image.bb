@@ -68,6 +68,9 @@ def pyvorin_release_version(d, now=None):
         bb.fatal("pyvorin: release version '%s' (DISTRO_VERSION.PYVORIN_BUILD_NUMBER) must be three "
                  "numbers, MAJOR.MINOR.BUILD, so SWUpdate compares it as a number" % version)
     return version
+# The build time is the point, not an input: a new DATETIME must not change
+# the task signature (the metadata would not be deterministic).
+pyvorin_release_version[vardepsexclude] = "DATETIME"
 
 def pyvorin_stamp_os_release(path, image, version):
     with open(path) as handle:
