@@ -140,7 +140,7 @@ for machine in "${machines[@]}"; do
     override=$(write_override "$machine")
     start=$(date +%s)
     if as_builder env KAS_WORK_DIR="$build/work" KAS_BUILD_DIR="$build/build-$machine" \
-        "$kas" shell "$repo/kas/$machine.yml:$override" -c "$repo/scripts/layer-gate-checks.sh" >"$log" 2>&1; then
+        "$kas" shell "$repo/kas/$machine.yml:$repo/kas/opt/dev-keys.yml:$override" -c "$repo/scripts/layer-gate-checks.sh" >"$log" 2>&1; then
         echo "   PASS ($(( $(date +%s) - start )) s) - log: $log"
         grep '^gate:' "$log" | sed 's/^/   /'
     else

@@ -62,7 +62,9 @@ def test_machine_fragments_hold_only_machine_and_bsp() -> None:
 def test_entry_files_build_the_image_and_bundle_per_machine() -> None:
     for machine in ("raspberrypi4-64", "raspberrypi5", "jetson-orin-nano-devkit"):
         config = yaml.safe_load((KAS / f"{machine}.yml").read_text())
-        assert config["header"]["includes"][:2] == ["kas/pyvorin.yml", f"kas/machine/{machine}.yml"]
+        # Signing is an explicit choice (kas/opt/dev-keys.yml or production.yml), never built in.
+        assert config["header"]["includes"] == ["kas/pyvorin.yml", f"kas/machine/{machine}.yml"]
+        assert f"kas build kas/{machine}.yml:kas/opt/dev-keys.yml" in (ROOT / "kas" / f"{machine}.yml").read_text()
     base = yaml.safe_load((KAS / "pyvorin.yml").read_text())
     assert base["distro"] == "pyvorin" and base["target"] == ["pyvorin-image", "pyvorin-update-image"]
 
