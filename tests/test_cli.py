@@ -58,3 +58,32 @@ def test_hostile_member_name_in_bundle(cli, tmp_path: Path) -> None:
     swu = write_members(tmp_path / "h.swu", [("sw-description", b"software = {};"), ("../../etc/passwd", b"x")])
     result = cli("inspect", swu)
     assert result.returncode == 2 and "hostile member name '../../etc/passwd'" in result.stderr
+
+
+def test_a_closed_pipe_is_not_a_traceback(cli, keys, make_spec, tmp_path) -> None:
+    """`pyvorin inspect X.swu --json | head` (issue 12, A3)."""
+    import subprocess
+    import sys
+
+    spec = make_spec()
+    out = tmp_path / "r.swu"
+    cli("bundle", spec, "-o", out, *keys.signing_args(), check=True)
+    # `true` exits before pyvorin has started: every write meets a closed pipe.
+    proc = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m pyvorin inspect {out} --json | true"],
+                          env=cli.env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
+
+
+def test_os_errors_are_one_line_exit_2(cli, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    for argv in (["delta-apply", tmp_path / "missing.pyvd", "--source", tmp_path / "a", "--target", tmp_path / "b"],):
+        result = cli(*argv)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    device = subprocess.run([sys.executable, "-m", "pyvorin.delta", str(tmp_path / "missing.pyvd"), "--source",
+                             str(tmp_path / "a"), "--target", str(tmp_path / "b")], env=cli.env, capture_output=True,
+                            text=True, check=False)
+    assert device.returncode == 2 and device.stderr.startswith("pyvorin-delta-apply: error:"), device.stderr
+    assert device.stderr.count("\n") == 1 and "missing.pyvd" in device.stderr

@@ -8,12 +8,13 @@ errors to exit codes: 1 a verification failed, 2 bad input or usage,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from . import __version__
 from .commands import bundle, delta, inspect, keys, sign, swdesc, verify
-from .errors import PyvorinError, VerificationError
+from .errors import PyvorinError, VerificationError, describe_os_error
 
 COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, delta)
 
@@ -59,6 +60,14 @@ def main() -> None:
     except KeyboardInterrupt:
         print("pyvorin: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`pyvorin inspect --json | head`): nothing to
+        # say, and nothing more to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    except OSError as exc:
+        print(f"pyvorin: error: {describe_os_error(exc)}", file=sys.stderr)
+        code = 2
     sys.exit(code)
 
 

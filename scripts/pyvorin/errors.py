@@ -30,3 +30,10 @@ class SigningError(PyvorinError):
 
 class VerificationError(PyvorinError):
     """A bundle or signature did not verify.  The message names the first problem."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the file(s) it names and the system's reason."""
+    reason = exc.strerror or str(exc)
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {reason}" if names else reason

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import PyvorinError
+from ..errors import PyvorinError, describe_os_error
 from .apply import apply_delta
 
 
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         header = apply_delta(args.delta, args.source, args.target, args.workdir)
     except PyvorinError as exc:
         print(f"pyvorin-delta-apply: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"pyvorin-delta-apply: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     print(f"pyvorin-delta-apply: {args.target}: {header.new_size} bytes, sha256 {header.new_sha256} verified")
     return 0
