@@ -376,6 +376,9 @@ class SwupdateSandbox:
         self.redundant = redundant
         self.bootloader = bootloader
         self._runs = 0
+        #: A directory laid over /usr for every run (files of the device's
+        #: read-only root, e.g. the delta applier); None for none.
+        self.usr_layer: Path | None = None
         self.root.mkdir(parents=True, exist_ok=True)
 
         pattern = bytes([FILL_BYTE]) * min(slot_size, MIB)
@@ -540,6 +543,7 @@ class SwupdateSandbox:
             needed=[self.root, *files],
             timeout=timeout,
             feed=feed,
+            usr_layer=self.usr_layer,
         )
 
     def _hw(self, hwrevision: str | None) -> tuple[str, str]:

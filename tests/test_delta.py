@@ -105,6 +105,7 @@ def test_memory_budget_sets_the_worker_count(tmp_path: Path) -> None:
     report = make_delta(tmp_path / "old", tmp_path / "new", tmp_path / "d", memory=256 << 20)
     assert report.workers == 1
     target = tmp_path / "t"
+    target.touch()  # a slot exists; the applier never creates one
     apply_delta(tmp_path / "d", tmp_path / "old", target)
     assert target.read_bytes() == (tmp_path / "new").read_bytes()
 
@@ -207,3 +208,48 @@ def test_size_report_counts_what_zstd_writes(cli, tmp_path: Path) -> None:
     assert f"full image with zstd -12: {len(reference)} bytes" in result.stdout, result.stdout
     delta = (tmp_path / "d.pyvd").stat().st_size
     assert f"delta {delta} bytes for a {len((tmp_path / 'new').read_bytes())}-byte image" in result.stdout
+
+
+def test_applier_refuses_a_missing_or_mismatched_slot(tmp_path: Path) -> None:
+    """A missing target became a plain file and was reported verified (issue 12, A4)."""
+    rng = random.Random(7)
+    old = rng.randbytes(1 << 20)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(_mutate(old, rng, 5))
+    make_delta(tmp_path / "old", tmp_path / "new", tmp_path / "d.pyvd")
+    with pytest.raises(DeltaError, match="does not exist"):
+        apply_delta(tmp_path / "d.pyvd", tmp_path / "old", tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(DeltaError, match="neither a block device nor a regular file"):
+        apply_delta(tmp_path / "d.pyvd", tmp_path / "old", tmp_path)
+    block = next((d for d in sorted(Path("/dev").iterdir()) if d.is_block_device()), None)
+    if block is not None:  # only stat()ed: the kinds differ, so nothing is opened
+        with pytest.raises(DeltaError, match="is a block device but target slot"):
+            apply_delta(tmp_path / "d.pyvd", block, tmp_path / "new")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("length", 5 << 20, "window of"),
+    ("source", 9 << 20, "source bytes"),
+    ("patch", 10 << 20, "exceeds"),
+])
+def test_reader_enforces_the_window_caps(field: str, value: int, message: str) -> None:
+    """A 65 KB delta made a 64 MiB scratch window: the reader refuses what the format caps."""
+    import io
+    import struct
+
+    from pyvorin.delta import container
+
+    new_size = 8 << 20
+    header = container.Header(block_size=4096, old_size=16 << 20, new_size=new_size, old_sha256="0" * 64,
+                              new_sha256="0" * 64, op_count=1)
+    length = value if field == "length" else 1 << 20
+    extents = [(0, value)] if field == "source" else [(0, 1 << 20)]
+    patch = value if field == "patch" else 16
+    body = struct.pack(">BQQI", container.PATCH, 0, length, len(extents))
+    body += b"".join(struct.pack(">QQ", off, ln) for off, ln in extents) + struct.pack(">Q", patch)
+    buffer = io.BytesIO(header.to_bytes() + body + bytes(64))
+    buffer.seek(0)
+    _, ops = container.read_delta(buffer)
+    with pytest.raises(DeltaError, match=message):
+        next(ops)

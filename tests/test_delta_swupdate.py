@@ -18,36 +18,32 @@ from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 pytest.importorskip("bsdiff4")
 
-HANDLERS = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files"
 APPLY_RECIPE = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-delta-apply/pyvorin-delta-apply_0.1.0.bb"
 
 
 @pytest.fixture
 def delta_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Install the handler and the applier into a sandbox, as the image would.
+    """Install the applier into a sandbox, as the image would.
 
     swupdate runs with a private /tmp, so a checkout under /tmp is invisible
-    to it: both are copied into the sandbox directory, which is bound in.
+    to it: the files are copied into the sandbox directory, which is bound in.
     """
 
     def enable(sandbox: SwupdateSandbox) -> None:
-        lua = sandbox.root / "lua"
-        lua.mkdir()
-        shutil.copy(HANDLERS / "swupdate_handlers.lua", lua)
-        # Exactly the modules and the wrapper the image's recipe installs,
-        # run by the system python3 as on the device: a module the recipe
-        # forgets fails here.
-        python = sandbox.root / "python"
+        # Exactly the modules and the wrapper the image's recipe installs, where
+        # it installs them (an overlay on /usr for the run), run by the system
+        # python3 in isolated mode as on the device: a module the recipe
+        # forgets fails here. The handler itself is compiled into the device's
+        # swupdate and calls /usr/bin/pyvorin-delta-apply.
+        usr = sandbox.root / "usr-layer"
+        site = usr / "lib/python3/dist-packages"
         for module in recipe_modules(APPLY_RECIPE):
-            (python / module).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / "scripts" / module, python / module)
-        wrapper = sandbox.root / "pyvorin-delta-apply"
-        shutil.copy(APPLY_RECIPE.parent / "files/pyvorin-delta-apply", wrapper)
-        # Debian's swupdate (no embedded handler) loads swupdate_handlers.lua
-        # from LUA_PATH at start; the image compiles the same file in.
-        monkeypatch.setenv("LUA_PATH", f"{lua}/?.lua;;")
-        monkeypatch.setenv("PYVORIN_DELTA_APPLY", str(wrapper))
-        monkeypatch.setenv("PYTHONPATH", str(python))
+            (site / module).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "scripts" / module, site / module)
+        (usr / "bin").mkdir(parents=True)
+        shutil.copy(APPLY_RECIPE.parent / "files/pyvorin-delta-apply", usr / "bin/pyvorin-delta-apply")
+        (usr / "bin/pyvorin-delta-apply").chmod(0o755)
+        sandbox.usr_layer = usr
         monkeypatch.setenv("PATH", f"/usr/bin:/bin:{os.environ.get('PATH', '')}")
 
     return enable
@@ -125,3 +121,20 @@ def test_delta_against_a_different_source_is_refused(cli, keys, tmp_path: Path, 
     assert sandbox.untouched(sandbox.slot_b)
     env = sandbox.printenv()
     assert env["rootpart"] == "2" and env["upgrade_available"] == "0"
+
+
+@pytest.mark.parametrize("lua", ["lua5.1", "lua5.4"])
+def test_handler_reads_os_execute_in_every_lua(lua: str) -> None:
+    """Under Lua 5.1 os.execute returns a number: a failing applier must not count as success (issue 12, A5)."""
+    from helpers import require
+
+    require(lua)
+    source = (ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files/swupdate_handlers.lua")
+    text = source.read_text()
+    function = text[text.index("local function succeeded"):text.index("local function pyvdelta")]
+    probe = function + 'io.write(tostring(succeeded(os.execute("exit 0"))), " ", tostring(succeeded(os.execute("exit 3"))),' \
+                       ' " ", tostring(succeeded(os.execute("kill -9 $$"))))'
+    import subprocess
+
+    out = subprocess.run([lua, "-e", probe], capture_output=True, text=True, check=True).stdout
+    assert out == "true false false", out

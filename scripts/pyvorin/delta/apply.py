@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -59,6 +60,7 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
     header = check_delta(delta)
     if shutil.which(bspatch) is None:
         raise DeltaError(f"{bspatch} not found: it applies the delta's bsdiff windows")
+    _check_slots(source, target)
     src_fd = os.open(source, os.O_RDONLY)
     try:
         if _hash_range(src_fd, header.old_size) != header.old_sha256:
@@ -67,7 +69,7 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
             )
         if os.path.realpath(source) == os.path.realpath(target):
             raise DeltaError("source and target are the same device")
-        dst_fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)  # never truncate a slot
+        dst_fd = os.open(target, os.O_RDWR)  # never create or truncate a slot
         try:
             with open(delta, "rb") as handle, tempfile.TemporaryDirectory(dir=workdir, prefix="pyvdelta-") as tmp:
                 _, ops = read_delta(handle)
@@ -92,6 +94,30 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
     finally:
         os.close(src_fd)
     return header
+
+
+def _check_slots(source: Path, target: Path) -> None:
+    """Both slots exist and are the same kind of file.
+
+    On a device both are block devices; in a file-backed test both are regular
+    files. A target that does not exist (a typo, a missing partition) is
+    refused rather than created, and a regular file is never taken for a slot
+    next to a block device.
+    """
+    kinds = []
+    for role, path in (("source", source), ("target", target)):
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise DeltaError(f"{role} slot {path} does not exist") from None
+        if stat.S_ISBLK(mode):
+            kinds.append("block device")
+        elif stat.S_ISREG(mode):
+            kinds.append("regular file")
+        else:
+            raise DeltaError(f"{role} slot {path} is neither a block device nor a regular file")
+    if kinds[0] != kinds[1]:
+        raise DeltaError(f"source slot {source} is a {kinds[0]} but target slot {target} is a {kinds[1]}")
 
 
 def _patch_window(src_fd: int, op: Patch, tmp: Path, bspatch: str) -> bytes:

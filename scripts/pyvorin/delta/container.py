@@ -30,8 +30,15 @@ MAGIC = b"PYVDLT01"
 TRAILER = b"PYVDEND1"
 COPY, ZERO, PATCH = 1, 2, 3
 MAX_HEADER = 1 << 16
-MAX_EXTENTS = 1 << 16
-MAX_PATCH = 1 << 31
+# What one PATCH window may ask of the device, enforced when reading: the new
+# bytes it produces, the old bytes it reads, and its BSDIFF40 patch (a
+# window's patch is at most the window plus bzip2's and the control block's
+# overhead). The applier holds one window at a time, so these bound its memory
+# and its scratch space whatever the delta claims.
+MAX_WINDOW = 4 << 20
+MAX_WINDOW_SOURCE = 8 << 20
+MAX_EXTENTS = 1 << 12
+MAX_PATCH = 2 * MAX_WINDOW + (1 << 20)
 
 
 @dataclass(frozen=True)
@@ -176,14 +183,18 @@ def read_delta(handle: BinaryIO) -> tuple[Header, Iterator[Op]]:
                 op = Zero(new_off, length)
             elif kind == PATCH:
                 new_off, length, count = struct.unpack(">QQI", reader.read(20))
+                if length > MAX_WINDOW:
+                    raise DeltaError(f"delta patch window of {length} bytes exceeds {MAX_WINDOW}")
                 if count > MAX_EXTENTS:
                     raise DeltaError("delta patch lists too many source extents")
                 extents = tuple(struct.unpack(">QQ", reader.read(16)) for _ in range(count))
                 if any(off + ln > header.old_size for off, ln in extents):
                     raise DeltaError("delta patch reads past the end of the old image")
+                if sum(ln for _, ln in extents) > MAX_WINDOW_SOURCE:
+                    raise DeltaError(f"delta patch reads more than {MAX_WINDOW_SOURCE} source bytes")
                 (size,) = struct.unpack(">Q", reader.read(8))
                 if size > MAX_PATCH:
-                    raise DeltaError("delta patch is too large")
+                    raise DeltaError(f"delta patch of {size} bytes exceeds {MAX_PATCH}")
                 op = Patch(new_off, length, extents, reader.read(size))
             else:
                 raise DeltaError(f"unknown delta operation {kind}")

@@ -28,14 +28,14 @@ from pathlib import Path
 
 from ..errors import PyvorinError
 from ..fsutil import atomic_output
-from .container import Copy, DeltaWriter, Header, Op, Patch, Zero
+from .container import MAX_WINDOW, MAX_WINDOW_SOURCE, Copy, DeltaWriter, Header, Op, Patch, Zero
 
 BLOCK = 4096
-WINDOW = 4 << 20  # new bytes per bsdiff window
+WINDOW = MAX_WINDOW  # new bytes per bsdiff window (the format's cap)
 PAD = 1 << 20  # old bytes around the same offset taken as a source, at most
 MIN_PAD = 256 << 10  # ... and at least
 GAP = 256 << 10  # unchanged bytes between changed runs that still join one window
-MAX_SOURCE = 8 << 20  # old bytes per window at most (bsdiff memory is 17x this)
+MAX_SOURCE = MAX_WINDOW_SOURCE  # old bytes per window at most (bsdiff memory is 17x this)
 ZERO_RUN = 64 << 10  # zero runs this long are cut out of a source
 # bsdiff4 needs 16 bytes of suffix array per source byte, the source, the
 # target and two target-sized buffers; plus the interpreter.

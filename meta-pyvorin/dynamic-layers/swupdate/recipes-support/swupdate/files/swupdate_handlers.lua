@@ -14,11 +14,21 @@
 
 local swupdate = require("swupdate")
 
--- The applier; tests point PYVORIN_DELTA_APPLY at a development copy.
-local APPLY = os.getenv("PYVORIN_DELTA_APPLY") or "/usr/bin/pyvorin-delta-apply"
+-- The applier, from the read-only root (pyvorin-delta-apply recipe).
+local APPLY = "/usr/bin/pyvorin-delta-apply"
 
 local function quote(text)
     return "'" .. tostring(text):gsub("'", "'\\''") .. "'"
+end
+
+-- os.execute's result differs between Lua versions: 5.1 returns the exit
+-- status as a number, 5.2+ returns true/nil, "exit"/"signal", code. Success is
+-- a normal exit with status 0 in either.
+local function succeeded(first, how, code)
+    if type(first) == "number" then
+        return first == 0
+    end
+    return first == true and (how == nil or how == "exit") and (code == nil or code == 0)
 end
 
 local function pyvdelta(image)
@@ -40,7 +50,7 @@ local function pyvdelta(image)
     end
     local command = APPLY .. " " .. quote(delta) .. " --source " .. quote(source) .. " --target " .. quote(image.device)
     swupdate.info("pyvdelta: " .. command)
-    local ok = os.execute(command .. " 2>&1")
+    local ok = succeeded(os.execute(command .. " 2>&1"))
     os.remove(delta)
     if not ok then
         swupdate.error("pyvdelta: applying " .. image.filename .. " failed")
