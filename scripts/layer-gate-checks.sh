@@ -24,8 +24,19 @@ done
 for want in systemd usrmerge pam seccomp apparmor pyvorin-update pyvorin-hardening; do
     [[ $distro_features == *" $want "* ]] || { echo "DISTRO_FEATURES lacks $want: $distro_features"; exit 1; }
 done
+[[ $distro_features != *'${'* ]] || { echo "DISTRO_FEATURES has an unexpanded variable: $distro_features"; exit 1; }
 [ "$(value DISTRO)" = pyvorin ] || { echo "DISTRO is not pyvorin"; exit 1; }
 say "bitbake -e pyvorin-image: IMAGE_FEATURES=[${image_features# }] DISTRO_FEATURES ok"
+
+# Every image type once, and only the ones a release uses.
+fstypes=$(value IMAGE_FSTYPES)
+duplicates=$(tr ' ' '\n' <<<"$fstypes" | sed '/^$/d' | sort | uniq -d | tr '\n' ' ')
+[ -z "$duplicates" ] || { echo "IMAGE_FSTYPES lists twice: $duplicates($fstypes)"; exit 1; }
+for bad in ext3 tar.bz2; do
+    [[ " $fstypes " != *" $bad "* ]] || { echo "IMAGE_FSTYPES builds $bad: $fstypes"; exit 1; }
+done
+[[ " $fstypes " == *" ext4.gz "* ]] || { echo "IMAGE_FSTYPES lacks ext4.gz (the bundle's root file system): $fstypes"; exit 1; }
+say "bitbake -e pyvorin-image: IMAGE_FSTYPES=[$fstypes]"
 
 # Raspberry Pi A/B: the kernel travels in the root slot, not on the FAT.
 machineoverrides=":$(value MACHINEOVERRIDES):"

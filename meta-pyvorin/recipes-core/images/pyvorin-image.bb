@@ -39,7 +39,9 @@ PYVORIN_ROOTFS_SLOT_SIZE ??= "2048"
 PYVORIN_DATA_SIZE ??= "1024"
 WKS_FILE:rpi = "pyvorin-rpi-ab.wks.in"
 WICVARS:append:rpi = " PYVORIN_ROOTFS_SLOT_SIZE PYVORIN_DATA_SIZE"
-IMAGE_FSTYPES:append:rpi = " wic.bz2 wic.bmap"
+# Replaces meta-raspberrypi's "tar.bz2 ext3 wic.bz2 wic.bmap": no ext3 or
+# tarball nobody flashes, and no type twice.
+IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap"
 
 # Raspberry Pi A/B: U-Boot loads the kernel from /boot of the root slot it
 # boots (rpi-u-boot-scr boot.cmd.in), so an update and a rollback change the

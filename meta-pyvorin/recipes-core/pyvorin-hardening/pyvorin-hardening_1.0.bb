@@ -17,6 +17,7 @@ SRC_URI = "file://60-pyvorin-hardening.conf \
            file://audit.rules \
            file://firewall.nft.in \
            file://pyvorin-firewall.service \
+           file://networkd-firewall.conf \
           "
 
 S = "${WORKDIR}"
@@ -95,6 +96,8 @@ do_install() {
     sed -e 's,@SBINDIR@,${sbindir},g' -e 's,@DATADIR@,${datadir},g' \
         ${S}/pyvorin-firewall.service > ${D}${systemd_system_unitdir}/pyvorin-firewall.service
     chmod 0644 ${D}${systemd_system_unitdir}/pyvorin-firewall.service
+    install -D -m 0644 ${S}/networkd-firewall.conf \
+        ${D}${systemd_system_unitdir}/systemd-networkd.service.d/50-pyvorin-firewall.conf
 }
 
 PACKAGES = "${PN}-sysctl ${PN}-systemd ${PN}-journald ${PN}-ssh ${PN}-audit ${PN}-firewall ${PN}"
@@ -107,7 +110,9 @@ FILES:${PN}-journald += "${systemd_unitdir}/journald.conf.d \
                          "
 FILES:${PN}-ssh += "${sysconfdir}/ssh/sshd_config.d ${systemd_system_unitdir}/sshd.socket.d"
 FILES:${PN}-audit += "${sysconfdir}/audit/rules.d"
-FILES:${PN}-firewall += "${datadir}/pyvorin/firewall.nft ${systemd_system_unitdir}/pyvorin-firewall.service"
+FILES:${PN}-firewall += "${datadir}/pyvorin/firewall.nft ${systemd_system_unitdir}/pyvorin-firewall.service \
+                         ${systemd_system_unitdir}/systemd-networkd.service.d \
+                         "
 CONFFILES:${PN}-ssh += "${sysconfdir}/ssh/sshd_config.d/50-pyvorin.conf"
 CONFFILES:${PN}-audit += "${sysconfdir}/audit/rules.d/50-pyvorin.rules"
 
