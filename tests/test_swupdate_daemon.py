@@ -69,7 +69,7 @@ def _host_root_source() -> str:
     return out.stdout.strip()
 
 
-def device_usr(layer: Path, ca_cert: Path, version: str, board: str) -> Path:
+def device_usr(layer: Path, ca_cert: Path, version: str, board: str, aes_key: Path | None = None) -> Path:
     """The device's /usr: what the swupdate package, pyvorin-hwrevision and pyvorin-image put there."""
     build = device_swupdate.build()
     (layer / "bin").mkdir(parents=True)
@@ -89,6 +89,9 @@ def device_usr(layer: Path, ca_cert: Path, version: str, board: str) -> Path:
     (layer / "libexec/pyvorin-swupdate-select").chmod(0o755)
     (layer / "share/swupdate").mkdir(parents=True)
     shutil.copy2(ca_cert, layer / "share/swupdate/ca.crt")
+    if aes_key is not None:
+        shutil.copy2(aes_key, layer / "share/swupdate/aes.key")
+        (layer / "share/swupdate/aes.key").chmod(0o400)
     (layer / "share/swupdate/hwrevision").write_text(f"{board} 1.0\n")
     (layer / "lib/os-release").write_text(f'ID=pyvorin\nVERSION_ID=2026.11\nIMAGE_ID=pyvorin-image\n'
                                           f'IMAGE_VERSION={version}\n')
@@ -153,7 +156,8 @@ def run_daemon(sandbox: SwupdateSandbox, usr: Path, steps: list[str], etc_files:
     return DaemonRun(argv, result.output, statuses)
 
 
-def _bundle(cli, keys, tmp: Path, sandbox: SwupdateSandbox, version: str, seed: int) -> tuple[Path, bytes]:
+def _bundle(cli, keys, tmp: Path, sandbox: SwupdateSandbox, version: str, seed: int,
+            encrypted: bool = False) -> tuple[Path, bytes]:
     from helpers import write_image
 
     tmp.mkdir(parents=True)
@@ -161,7 +165,7 @@ def _bundle(cli, keys, tmp: Path, sandbox: SwupdateSandbox, version: str, seed: 
     (tmp / "release.yaml").write_text(textwrap.dedent(f"""\
         version: "{version}"
         artifacts:
-          rootfs.img: {{file: rootfs.img, type: raw}}
+          rootfs.img: {{file: rootfs.img, type: raw, encrypted: {str(encrypted).lower()}}}
         machines:
           {sandbox.board}:
             hardware-compatibility: ["1.0"]
@@ -170,7 +174,8 @@ def _bundle(cli, keys, tmp: Path, sandbox: SwupdateSandbox, version: str, seed: 
             copy2: {{install: {{rootfs.img: {sandbox.slot_a}}}, bootenv: {{rootpart: "2"}}}}
         """))
     out = tmp / f"release-{version}.swu"
-    cli("bundle", tmp / "release.yaml", "-o", out, *keys.signing_args(), check=True)
+    aes = ["--aes-key", keys.aes] if encrypted else []
+    cli("bundle", tmp / "release.yaml", "-o", out, *keys.signing_args(), *aes, check=True)
     return out, image
 
 
@@ -230,3 +235,20 @@ def test_start_fails_when_the_running_slot_is_unknown(keys, sandbox, tmp_path) -
     run = run_daemon(sandbox, usr, [], {})
     assert "is neither slot A" in run.output
     assert "/usr/bin/swupdate" not in run.argv
+
+
+def test_an_image_with_an_aes_key_installs_encrypted_bundles(cli, keys, sandbox, tmp_path) -> None:
+    usr = device_usr(tmp_path / "sbx" / "usr-layer", keys.ca, RUNNING, sandbox.board, aes_key=keys.aes)
+    swu, image = _bundle(cli, keys, tmp_path / "enc", sandbox, "2026.11.3000001", seed=5, encrypted=True)
+    run = run_daemon(sandbox, usr, [str(swu)], {})
+    assert run.argv[-2:] == ["-K", "/usr/share/swupdate/aes.key"], run.output
+    assert run.statuses == [(str(swu), 0)], run.output
+    assert sandbox.slot_bytes(sandbox.slot_b)[: len(image)] == image
+
+
+def test_without_a_key_encrypted_bundles_are_refused(cli, keys, sandbox, tmp_path) -> None:
+    usr = device_usr(tmp_path / "sbx" / "usr-layer", keys.ca, RUNNING, sandbox.board)
+    swu, _ = _bundle(cli, keys, tmp_path / "enc", sandbox, "2026.11.3000001", seed=5, encrypted=True)
+    run = run_daemon(sandbox, usr, [str(swu)], {})
+    assert "-K" not in run.argv and run.statuses == [(str(swu), 1)], run.output
+    assert sandbox.untouched(sandbox.slot_b)
