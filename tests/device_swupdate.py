@@ -44,7 +44,9 @@ from pathlib import Path
 
 from qemu import cache
 
-from helpers import ROOT
+# Not from helpers: scripts/run-example.sh imports this (through
+# swupdate_sandbox) in a venv without pytest.
+ROOT = Path(__file__).resolve().parents[1]
 
 LAYER = ROOT / "meta-pyvorin"
 SWUPDATE_FILES = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files"
