@@ -103,8 +103,9 @@ def make_spec(tmp_path: Path) -> SpecWriter:
         extra: str = "",
         machine: str = "raspberrypi4-64",
         version: str = "2026.11.0",
+        seed: int = 1,
     ) -> Path:
-        write_image(tmp_path / "rootfs.img", image_size)
+        write_image(tmp_path / "rootfs.img", image_size, seed=seed)
         text = textwrap.dedent(f"""\
             version: "{version}"
             description: test release

@@ -212,7 +212,7 @@ def _run(argv: list[str], cwd: Path, env: Mapping[str, str] | None = None, stdin
         raise BuildError(f"{' '.join(argv)} (in {cwd}) exited {proc.returncode}:\n{tail}")
 
 
-def _untar(tarball: Path, into: Path) -> Path:
+def untar(tarball: Path, into: Path) -> Path:
     with tarfile.open(tarball) as tar:
         tar.extractall(into, filter="data")
         top = {Path(m.name).parts[0] for m in tar.getmembers()}
@@ -221,12 +221,13 @@ def _untar(tarball: Path, into: Path) -> Path:
     return into / top.pop()
 
 
-def configure(src: Path, build: Path, extra_cflags: str = "", extra_ldflags: str = "") -> str:
+def configure(src: Path, build: Path, extra_cflags: str = "", extra_ldflags: str = "",
+              fragments: Iterable[Path] = FRAGMENTS) -> str:
     """Write ``build/.config`` as swupdate.inc's do_configure does; return the final text."""
     defconfig = (meta_swupdate() / "recipes-support/swupdate/swupdate/defconfig").read_text()
     header = f'CONFIG_EXTRA_CFLAGS="{extra_cflags}"\nCONFIG_EXTRA_LDFLAGS="{extra_ldflags}"\n'
     build.mkdir(parents=True, exist_ok=True)
-    (build / ".config").write_text(merge_fragments(header + defconfig, (f.read_text() for f in FRAGMENTS)))
+    (build / ".config").write_text(merge_fragments(header + defconfig, (f.read_text() for f in fragments)))
     _run(["make", f"O={build}", "oldconfig"], cwd=src, stdin="\n" * 2000)
     return (build / ".config").read_text()
 
@@ -304,7 +305,6 @@ def arm64_sysroot() -> Path:
 
 
 def _build(target: Target, out: Path) -> None:
-    check_pins()
     work = out / "work"
     work.mkdir()
     stage = work / "stage"
@@ -329,22 +329,20 @@ def _build(target: Target, out: Path) -> None:
         ldflags = (f"--sysroot={sysroot} {ldflags} -Wl,-rpath-link,{sysroot}/usr/lib/aarch64-linux-gnu "
                    f"-Wl,-rpath-link,{sysroot}/lib/aarch64-linux-gnu")
     # libubootenv 0.3.5, as oe-core builds it (cmake).
-    ube_src = _untar(upstream(LIBUBOOTENV_TARBALL), work)
+    ube_src = untar(upstream(LIBUBOOTENV_TARBALL), work)
     ube_build = work / "libubootenv-build"
     _run(["cmake", "-S", str(ube_src), "-B", str(ube_build), "-DCMAKE_INSTALL_PREFIX=/usr",
           "-DCMAKE_INSTALL_LIBDIR=lib", "-DCMAKE_BUILD_TYPE=Release", *cmake_cross], cwd=work, env=env)
     _run(["make", "-C", str(ube_build), f"-j{os.cpu_count() or 2}"], cwd=work, env=env)
     _run(["make", "-C", str(ube_build), "install", f"DESTDIR={stage}"], cwd=work, env=env)
 
-    src = _untar(upstream(SWUPDATE_TARBALL), work)
+    src = untar(upstream(SWUPDATE_TARBALL), work)
     shutil.copy(LUA_HANDLER, src / "swupdate_handlers.lua")  # the bbappend's do_configure:prepend
     build_dir = work / "swupdate-build"
     config = configure(src, build_dir, cflags, f"{ldflags} {recipe_ldflags()}")
     for fragment in FRAGMENTS:
         if lost := dropped_lines(fragment.read_text(), config):
             raise BuildError(f"{fragment.name}: lines dropped by the merge: {lost}")
-    if not target.cross:
-        env = {"PKG_CONFIG_PATH": f"{stage}/usr/lib/pkgconfig"}
     _run(["make", f"O={build_dir}", f"-j{os.cpu_count() or 2}", *make_cross], cwd=src, env=env)
 
     bindir, libdir = out / "usr/bin", out / "usr/lib"
@@ -367,6 +365,7 @@ def recipe_ldflags() -> str:
     return " ".join(re.findall(r'^LDFLAGS:append = " ?(.*?)"$', INC.read_text(), re.M))
 
 
+@functools.cache
 def _inputs() -> str:
     parts: list[str | bytes] = [_sha256(upstream(SWUPDATE_TARBALL)), _sha256(upstream(LIBUBOOTENV_TARBALL)),
                                 (meta_swupdate() / "recipes-support/swupdate/swupdate/defconfig").read_bytes(),
@@ -382,6 +381,59 @@ def build(target: Target = HOST) -> DeviceSwupdate:
     inputs = _inputs() if not target.cross else cache.key(_inputs(), target.name, *SYSROOT_PACKAGES)
     return DeviceSwupdate(cache.entry(f"device-{target.name}", inputs, functools.partial(_build, target),
                                       area="swupdate"))
+
+
+# -- the device's root file system, as the recipes install it --------------------------
+
+#: BitBake's values for the variables the bbappend's sed lines use (oe-core defaults).
+BITBAKE = {"${PYVORIN_SOFTWARE_SET}": "stable", "${libexecdir}": "/usr/libexec", "${datadir}": "/usr/share",
+           "${nonarch_libdir}": "/usr/lib", "${libdir}": "/usr/lib"}
+
+
+def render_installed(name: str, extra: Mapping[str, str] | None = None) -> str:
+    """files/*name* with the ``-e 's,@X@,${VAR},g'`` substitutions the .inc's do_install applies to it."""
+    install = re.search(r"^do_install:append\(\) \{\n(.*?)^\}", INC.read_text(), re.M | re.S)
+    assert install is not None
+    command = re.search(rf"sed ((?:-e '[^']*' \\?\s*)+)\$\{{WORKDIR\}}/{re.escape(name)} ", install.group(1))
+    assert command is not None, f"the .inc does not render {name}"
+    text = (SWUPDATE_FILES / name).read_text()
+    for marker, variable in re.findall(r"-e 's,(@\w+@),([^,]*),g'", command.group(1)):
+        value = {**BITBAKE, **(extra or {})}.get(variable)
+        assert value is not None, f"no value for {variable}"
+        text = text.replace(marker, value)
+    assert not re.search(r"@[A-Z_]+@", text), text
+    return text
+
+
+def installed_swupdate_sh() -> str:
+    """meta-swupdate's swupdate.sh as swupdate.inc installs it (sed @LIBDIR@ -> ${libdir})."""
+    text = (meta_swupdate() / "recipes-support/swupdate/swupdate/swupdate.sh").read_text()
+    assert "sed -i 's#@LIBDIR@#${libdir}#g' ${D}${libdir}/swupdate/swupdate.sh" in (
+        meta_swupdate() / "recipes-support/swupdate/swupdate.inc").read_text()
+    return text.replace("@LIBDIR@", "/usr/lib")
+
+
+def usr_files(ca_cert: Path, image_version: str, board: str, slot_a: str, slot_b: str,
+              aes_key: Path | None = None) -> dict[str, tuple[bytes, int]]:
+    """What the swupdate package, pyvorin-hwrevision and pyvorin-image put under /usr for the daemon.
+
+    Paths are relative to /usr; values are (content, mode). *slot_a* is the
+    running root, so the slot selector prints copy1.
+    """
+    select = render_installed("pyvorin-swupdate-select", {"${PYVORIN_SLOT_A_DEVICE}": slot_a,
+                                                           "${PYVORIN_SLOT_B_DEVICE}": slot_b})
+    files = {
+        "lib/swupdate/swupdate.sh": (installed_swupdate_sh().encode(), 0o755),
+        "lib/swupdate/conf.d/50-pyvorin": (render_installed("50-pyvorin").encode(), 0o644),
+        "libexec/pyvorin-swupdate-select": (select.encode(), 0o755),
+        "share/swupdate/ca.crt": (ca_cert.read_bytes(), 0o644),
+        "share/swupdate/hwrevision": (f"{board} 1.0\n".encode(), 0o644),
+        "lib/os-release": (f"ID=pyvorin\nVERSION_ID=2026.11\nIMAGE_ID=pyvorin-image\n"
+                           f"IMAGE_VERSION={image_version}\n".encode(), 0o644),
+    }
+    if aes_key is not None:
+        files["share/swupdate/aes.key"] = (aes_key.read_bytes(), 0o400)
+    return files
 
 
 def missing_build_tools() -> list[str]:

@@ -376,8 +376,8 @@ class SwupdateSandbox:
         self.redundant = redundant
         self.bootloader = bootloader
         self._runs = 0
-        #: A directory laid over /usr for every run (files of the device's
-        #: read-only root, e.g. the delta applier); None for none.
+        #: A directory on the sandbox's file system laid over /usr for every
+        #: run (files of the device's read-only root, e.g. the delta applier).
         self.usr_layer: Path | None = None
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -523,7 +523,7 @@ class SwupdateSandbox:
         for f in files:
             if not f.is_file():
                 raise SandboxError(f"{f} does not exist")
-        ns_dir = self._new_run_dir()
+        ns_dir = self.new_run_dir()
         feed: tuple[Path, Path] | None = None
         source = files[0]
         if paced:
@@ -543,7 +543,6 @@ class SwupdateSandbox:
             needed=[self.root, *files],
             timeout=timeout,
             feed=feed,
-            usr_layer=self.usr_layer,
         )
 
     def _hw(self, hwrevision: str | None) -> tuple[str, str]:
@@ -555,7 +554,7 @@ class SwupdateSandbox:
                 return board.strip(), rev.strip()
         return self.board, hwrevision.strip()
 
-    def _new_run_dir(self) -> Path:
+    def new_run_dir(self) -> Path:
         """A fresh ``.ns/run-N`` directory holding this run's /etc layers (and FIFO)."""
         self._runs += 1
         ns_dir = self.root / ".ns" / f"run-{self._runs}"
@@ -565,6 +564,13 @@ class SwupdateSandbox:
         (ns_dir / "etc-work").mkdir()
         return ns_dir
 
+    def run(self, ns_dir: Path, argv: Sequence[str], *, etc_files: Mapping[str, str] | None = None,
+            needed: Sequence[Path] = (), timeout: float = _DEFAULT_TIMEOUT) -> SwupdateResult:
+        """Run any command as :meth:`install` runs swupdate: in the sandbox's namespace, with its
+        fw_env.config (and *etc_files*) in /etc. *ns_dir* comes from :meth:`new_run_dir`."""
+        etc = {"fw_env.config": self.fw_env_config.read_text(), **(etc_files or {})}
+        return self._run_isolated(ns_dir, argv, etc_files=etc, needed=[self.root, *needed], timeout=timeout)
+
     def _run_isolated(
         self,
         ns_dir: Path,
@@ -573,14 +579,11 @@ class SwupdateSandbox:
         needed: Sequence[Path],
         timeout: float,
         feed: tuple[Path, Path] | None = None,
-        usr_layer: Path | None = None,
     ) -> SwupdateResult:
-        """Run *argv* in a new mount namespace: overlay /etc (+ *etc_files*), fresh /tmp and /run.
-
-        *usr_layer*, a directory on the same file system as the sandbox, becomes
-        the upper layer of an overlay on /usr (files the device's root holds).
-        """
+        """Run *argv* in a new mount namespace: overlay /etc (+ *etc_files*), fresh /tmp and /run,
+        and :attr:`usr_layer` over /usr when set."""
         upper, work = ns_dir / "etc-upper", ns_dir / "etc-work"
+        usr_layer = self.usr_layer
         usr_work = ns_dir / "usr-work"
         if usr_layer is not None:
             usr_work.mkdir(exist_ok=True)
@@ -638,7 +641,7 @@ def swupdate_available() -> str | None:
         with tempfile.TemporaryDirectory(prefix="swupdate-sandbox-probe-") as tmp:
             sandbox = SwupdateSandbox(Path(tmp), slot_size=4096)
             result = sandbox._run_isolated(
-                sandbox._new_run_dir(),
+                sandbox.new_run_dir(),
                 ["sh", "-c", 'test -s /etc/fw_env.config && test -f "$1" && test ! -e /tmp/sockinstctrl', "sh",
                  str(sandbox.fw_env_config)],
                 etc_files={"fw_env.config": sandbox.fw_env_config.read_text()},

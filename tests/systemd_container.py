@@ -16,8 +16,8 @@ the v1 controllers, a v1 ``name=systemd`` hierarchy and cgroup2 on
   ``systemd systemd-sysv dbus`` and the caller's packages, about 30 s cold.  It
   is cached under ``${PYVORIN_TEST_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests}/systemd-container/<name>-<hash>/rootfs``,
   keyed by the complete mmdebstrap command line and :data:`ROOTFS_VERSION`
-  (hash from :func:`qemu.cache.key`), built under a temporary name and renamed
-  when complete, under a file lock.  mmdebstrap runs in a private mount
+  (:func:`qemu.cache.entry`: built under a temporary name and renamed when
+  complete, under a file lock).  mmdebstrap runs in a private mount
   namespace with a private ``/run``, so its mounts and libmount's
   ``/run/mount/utab`` never reach the host.  ``/etc/hostname`` and
   ``/etc/resolv.conf``, which mmdebstrap copies from the host, are removed.
@@ -108,7 +108,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import re
 import secrets
@@ -300,42 +299,20 @@ def require() -> None:
     pytest.skip(problem.reason)
 
 
-def cache_root() -> Path:
-    """``${PYVORIN_TEST_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests}/systemd-container``."""
-    base = os.environ.get("PYVORIN_TEST_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyvorin-tests")
-    path = Path(base) / "systemd-container"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def build_rootfs(spec: RootfsSpec, *, timeout: float = 900.0) -> Rootfs:
-    """The cached tree for ``spec``, built with mmdebstrap first if missing.
+    """The cached tree for ``spec`` (``qemu.cache`` area ``systemd-container``), built with mmdebstrap if missing."""
+    seconds: list[float] = []
 
-    ``qemu.cache.entry`` has the same build-then-rename protocol but its base
-    directory is fixed to ``.../qemu``, so the protocol is applied here to
-    ``.../systemd-container`` (same ``.complete`` marker, same lock per name).
-    """
-    base = cache_root()
-    final = base / f"{spec.name}-{spec.key()}"
-    built: float | None = None
-    if not (final / ".complete").exists():
-        with open(base / f"{spec.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (final / ".complete").exists():
-                work = base / f".{final.name}.partial"
-                shutil.rmtree(work, ignore_errors=True)
-                shutil.rmtree(final, ignore_errors=True)
-                work.mkdir()
-                started = time.monotonic()
-                _mmdebstrap(spec, work, timeout)
-                built = time.monotonic() - started
-                (work / ".complete").touch()
-                work.rename(final)
-                print(f"systemd-container: built rootfs {final.name} in {built:.1f}s")
+    def build(work: Path) -> None:
+        started = time.monotonic()
+        _mmdebstrap(spec, work, timeout)
+        seconds.append(time.monotonic() - started)
+        print(f"systemd-container: built rootfs {spec.name}-{spec.key()} in {seconds[0]:.1f}s")
+
+    final = cache.entry(spec.name, spec.key(), build, area="systemd-container")
     lines = (final / "packages.txt").read_text().splitlines()
     packages = {name: version for name, _, version in (line.partition(" ") for line in lines)}
-    return Rootfs(final / "rootfs", packages, built)
+    return Rootfs(final / "rootfs", packages, seconds[0] if seconds else None)
 
 
 def _mmdebstrap(spec: RootfsSpec, work: Path, timeout: float) -> None:
@@ -984,5 +961,5 @@ class SystemdContainer:
 
 __all__ = [
     "BASE_PACKAGES", "ROOTFS_VERSION", "TOOLS", "BootReport", "ContainerError", "Rootfs", "RootfsSpec",
-    "ShutdownReport", "SystemdContainer", "Unavailable", "build_rootfs", "cache_root", "require", "unavailable",
+    "ShutdownReport", "SystemdContainer", "Unavailable", "build_rootfs", "require", "unavailable",
 ]

@@ -109,19 +109,14 @@ def test_merge_follows_merge_config_semantics() -> None:
 def test_gate_sees_a_dropped_line(tmp_path: Path) -> None:
     """A fragment line oldconfig drops (unmet dependency) is reported, on the real Kconfig."""
     try:
-        src = device_swupdate._untar(device_swupdate.upstream(device_swupdate.SWUPDATE_TARBALL), tmp_path)
+        src = device_swupdate.untar(device_swupdate.upstream(device_swupdate.SWUPDATE_TARBALL), tmp_path)
     except device_swupdate.BuildError as exc:
         unavailable(str(exc))
     (src / "swupdate_handlers.lua").write_text("-- empty\n")
-    original = device_swupdate.FRAGMENTS
     bad = tmp_path / "bad.cfg"
     # The handler needs Lua: with Lua off, Kconfig drops it.
     bad.write_text(device_swupdate.FRAGMENTS[0].read_text().replace("CONFIG_LUA=y", "# CONFIG_LUA is not set"))
-    try:
-        device_swupdate.FRAGMENTS = (bad,)  # type: ignore[misc]
-        config = device_swupdate.configure(src, tmp_path / "build")
-    finally:
-        device_swupdate.FRAGMENTS = original  # type: ignore[misc]
+    config = device_swupdate.configure(src, tmp_path / "build", fragments=[bad])
     dropped = device_swupdate.dropped_lines(bad.read_text(), config)
     assert "CONFIG_EMBEDDED_LUA_HANDLER=y" in dropped
     assert "CONFIG_LUASCRIPTHANDLER=y" in dropped

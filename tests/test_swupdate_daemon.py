@@ -33,35 +33,7 @@ from swupdate_sandbox import SwupdateSandbox
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 
-SWUPDATE_FILES = device_swupdate.SWUPDATE_FILES
-INC = SWUPDATE_FILES.parent / "swupdate_pyvorin.inc"
-#: BitBake's values for the variables the bbappend's sed lines use (oe-core defaults).
-BITBAKE = {"${PYVORIN_SOFTWARE_SET}": "stable", "${libexecdir}": "/usr/libexec", "${datadir}": "/usr/share",
-           "${nonarch_libdir}": "/usr/lib", "${libdir}": "/usr/lib"}
 RUNNING = "2026.11.3000000"
-
-
-def render_from_recipe(name: str, extra: dict[str, str] | None = None) -> str:
-    """*name* from files/, with the ``-e 's,@X@,${VAR},g'`` substitutions the .inc's do_install applies to it."""
-    install = re.search(r"^do_install:append\(\) \{\n(.*?)^\}", INC.read_text(), re.M | re.S)
-    assert install is not None
-    command = re.search(rf"sed ((?:-e '[^']*' \\?\s*)+)\$\{{WORKDIR\}}/{re.escape(name)} ", install.group(1))
-    assert command is not None, f"the .inc does not render {name}"
-    text = (SWUPDATE_FILES / name).read_text()
-    for marker, variable in re.findall(r"-e 's,(@\w+@),([^,]*),g'", command.group(1)):
-        value = {**BITBAKE, **(extra or {})}.get(variable)
-        assert value is not None, f"no value for {variable}"
-        text = text.replace(marker, value)
-    assert not re.search(r"@[A-Z_]+@", text), text
-    return text
-
-
-def installed_swupdate_sh() -> str:
-    """meta-swupdate's swupdate.sh as swupdate.inc installs it (sed @LIBDIR@ -> ${libdir})."""
-    text = (device_swupdate.meta_swupdate() / "recipes-support/swupdate/swupdate/swupdate.sh").read_text()
-    assert "sed -i 's#@LIBDIR@#${libdir}#g' ${D}${libdir}/swupdate/swupdate.sh" in (
-        device_swupdate.meta_swupdate() / "recipes-support/swupdate/swupdate.inc").read_text()
-    return text.replace("@LIBDIR@", "/usr/lib")
 
 
 def _host_root_source() -> str:
@@ -70,31 +42,19 @@ def _host_root_source() -> str:
 
 
 def device_usr(layer: Path, ca_cert: Path, version: str, board: str, aes_key: Path | None = None) -> Path:
-    """The device's /usr: what the swupdate package, pyvorin-hwrevision and pyvorin-image put there."""
+    """The device's /usr: the device's swupdate build and the files its packages install."""
     build = device_swupdate.build()
     (layer / "bin").mkdir(parents=True)
     for tool in ("swupdate", "swupdate-client", "swupdate-ipc", "fw_printenv"):
         shutil.copy2(build.tool(tool), layer / "bin" / tool)
     (layer / "bin/fw_setenv").symlink_to("fw_printenv")
-    libdir = layer / "lib/swupdate"
-    (libdir / "conf.d").mkdir(parents=True)
-    (libdir / "swupdate.sh").write_text(installed_swupdate_sh())
-    (libdir / "swupdate.sh").chmod(0o755)
-    (libdir / "conf.d/50-pyvorin").write_text(render_from_recipe("50-pyvorin"))
-    # The running root is slot A: select prints copy1 (the update writes slot B).
-    (layer / "libexec").mkdir()
-    select = render_from_recipe("pyvorin-swupdate-select", {"${PYVORIN_SLOT_A_DEVICE}": _host_root_source(),
-                                                             "${PYVORIN_SLOT_B_DEVICE}": "/dev/pyvorin-no-slot-b"})
-    (layer / "libexec/pyvorin-swupdate-select").write_text(select)
-    (layer / "libexec/pyvorin-swupdate-select").chmod(0o755)
-    (layer / "share/swupdate").mkdir(parents=True)
-    shutil.copy2(ca_cert, layer / "share/swupdate/ca.crt")
-    if aes_key is not None:
-        shutil.copy2(aes_key, layer / "share/swupdate/aes.key")
-        (layer / "share/swupdate/aes.key").chmod(0o400)
-    (layer / "share/swupdate/hwrevision").write_text(f"{board} 1.0\n")
-    (layer / "lib/os-release").write_text(f'ID=pyvorin\nVERSION_ID=2026.11\nIMAGE_ID=pyvorin-image\n'
-                                          f'IMAGE_VERSION={version}\n')
+    # The host's root stands for slot A: the update writes slot B.
+    files = device_swupdate.usr_files(ca_cert, version, board, _host_root_source(), "/dev/pyvorin-no-slot-b",
+                                      aes_key)
+    for name, (content, mode) in files.items():
+        (layer / name).parent.mkdir(parents=True, exist_ok=True)
+        (layer / name).write_bytes(content)
+        (layer / name).chmod(mode)
     return layer
 
 
@@ -136,16 +96,14 @@ _SCRIPT = textwrap.dedent("""\
 
 
 def run_daemon(sandbox: SwupdateSandbox, usr: Path, steps: list[str], etc_files: dict[str, str]) -> DaemonRun:
-    ns_dir = sandbox._new_run_dir()
+    ns_dir = sandbox.new_run_dir()
     script = ns_dir / "run.sh"
     script.write_text(_SCRIPT)
     log = ns_dir / "daemon.log"
+    sandbox.usr_layer = usr
     try:
-        result = sandbox._run_isolated(
-            ns_dir, ["sh", "-c", f'LOG={log}; . {script}', "run", *steps],
-            etc_files={"fw_env.config": sandbox.fw_env_config.read_text(), **etc_files},
-            needed=[sandbox.root, usr, *(Path(s) for s in steps if s.startswith("/"))],
-            timeout=60, usr_layer=usr)
+        result = sandbox.run(ns_dir, ["sh", "-c", f'LOG={log}; . {script}', "run", *steps], etc_files=etc_files,
+                             needed=[Path(s) for s in steps if s.startswith("/")], timeout=60)
     except subprocess.TimeoutExpired as exc:
         output = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else str(exc.output)
         daemon_log = log.read_text(errors="replace") if log.exists() else ""
@@ -156,27 +114,15 @@ def run_daemon(sandbox: SwupdateSandbox, usr: Path, steps: list[str], etc_files:
     return DaemonRun(argv, result.output, statuses)
 
 
-def _bundle(cli, keys, tmp: Path, sandbox: SwupdateSandbox, version: str, seed: int,
+def _bundle(cli, signer, make_spec, sandbox: SwupdateSandbox, version: str, seed: int,
             encrypted: bool = False) -> tuple[Path, bytes]:
-    from helpers import write_image
-
-    tmp.mkdir(parents=True)
-    image = write_image(tmp / "rootfs.img", 200 * 1024, seed=seed).read_bytes()
-    (tmp / "release.yaml").write_text(textwrap.dedent(f"""\
-        version: "{version}"
-        artifacts:
-          rootfs.img: {{file: rootfs.img, type: raw, encrypted: {str(encrypted).lower()}}}
-        machines:
-          {sandbox.board}:
-            hardware-compatibility: ["1.0"]
-            bootenv: {{upgrade_available: "1", bootcount: 0}}
-            copy1: {{install: {{rootfs.img: {sandbox.slot_b}}}, bootenv: {{rootpart: "3"}}}}
-            copy2: {{install: {{rootfs.img: {sandbox.slot_a}}}, bootenv: {{rootpart: "2"}}}}
-        """))
-    out = tmp / f"release-{version}.swu"
-    aes = ["--aes-key", keys.aes] if encrypted else []
-    cli("bundle", tmp / "release.yaml", "-o", out, *keys.signing_args(), *aes, check=True)
-    return out, image
+    """A signed bundle of a *seed*-made image for the sandbox's slots (make_spec reuses its paths: build now)."""
+    spec = make_spec(slot_a=str(sandbox.slot_a), slot_b=str(sandbox.slot_b), image_size=200 * 1024,
+                     encrypted=encrypted, version=version, seed=seed)
+    out = spec.parent / f"release-{version}-{seed}-{signer.directory.parent.name}.swu"
+    aes = ["--aes-key", signer.aes] if encrypted else []
+    cli("bundle", spec, "-o", out, *signer.signing_args(), *aes, check=True)
+    return out, (spec.parent / "rootfs.img").read_bytes()
 
 
 @pytest.fixture
@@ -184,13 +130,13 @@ def sandbox(tmp_path: Path) -> SwupdateSandbox:
     return SwupdateSandbox(tmp_path / "sbx", initial_env={"rootpart": "2", "bootcount": "0", "upgrade_available": "0"})
 
 
-def test_swupdate_sh_passes_the_layer_options_and_versions_gate(cli, keys, foreign_keys, sandbox, tmp_path) -> None:
+def test_swupdate_sh_passes_the_layer_options_and_versions_gate(cli, keys, foreign_keys, make_spec, sandbox,
+                                                                tmp_path) -> None:
     usr = device_usr(tmp_path / "sbx" / "usr-layer", keys.ca, RUNNING, sandbox.board)
-    newer, newer_image = _bundle(cli, keys, tmp_path / "newer", sandbox, "2026.11.3000001", seed=2)
-    same, same_image = _bundle(cli, keys, tmp_path / "same", sandbox, RUNNING, seed=3)
-    older, _ = _bundle(cli, keys, tmp_path / "older", sandbox, "2026.11.2999999", seed=4)
-    foreign = tmp_path / "foreign.swu"
-    cli("bundle", tmp_path / "newer/release.yaml", "-o", foreign, *foreign_keys.signing_args(), check=True)
+    newer, newer_image = _bundle(cli, keys, make_spec, sandbox, "2026.11.3000001", seed=2)
+    foreign, _ = _bundle(cli, foreign_keys, make_spec, sandbox, "2026.11.3000001", seed=2)
+    same, same_image = _bundle(cli, keys, make_spec, sandbox, RUNNING, seed=3)
+    older, _ = _bundle(cli, keys, make_spec, sandbox, "2026.11.2999999", seed=4)
     # What a stale or hostile /etc overlay could hold: none of it may count.
     planted = {"swupdate.cfg": 'globals: { public-key-file = "/etc/swupdate/ca.crt"; };\n',
                "hwrevision": f"{sandbox.board} 9.9\n"}
@@ -237,18 +183,18 @@ def test_start_fails_when_the_running_slot_is_unknown(keys, sandbox, tmp_path) -
     assert "/usr/bin/swupdate" not in run.argv
 
 
-def test_an_image_with_an_aes_key_installs_encrypted_bundles(cli, keys, sandbox, tmp_path) -> None:
+def test_an_image_with_an_aes_key_installs_encrypted_bundles(cli, keys, make_spec, sandbox, tmp_path) -> None:
     usr = device_usr(tmp_path / "sbx" / "usr-layer", keys.ca, RUNNING, sandbox.board, aes_key=keys.aes)
-    swu, image = _bundle(cli, keys, tmp_path / "enc", sandbox, "2026.11.3000001", seed=5, encrypted=True)
+    swu, image = _bundle(cli, keys, make_spec, sandbox, "2026.11.3000001", seed=5, encrypted=True)
     run = run_daemon(sandbox, usr, [str(swu)], {})
     assert run.argv[-2:] == ["-K", "/usr/share/swupdate/aes.key"], run.output
     assert run.statuses == [(str(swu), 0)], run.output
     assert sandbox.slot_bytes(sandbox.slot_b)[: len(image)] == image
 
 
-def test_without_a_key_encrypted_bundles_are_refused(cli, keys, sandbox, tmp_path) -> None:
+def test_without_a_key_encrypted_bundles_are_refused(cli, keys, make_spec, sandbox, tmp_path) -> None:
     usr = device_usr(tmp_path / "sbx" / "usr-layer", keys.ca, RUNNING, sandbox.board)
-    swu, _ = _bundle(cli, keys, tmp_path / "enc", sandbox, "2026.11.3000001", seed=5, encrypted=True)
+    swu, _ = _bundle(cli, keys, make_spec, sandbox, "2026.11.3000001", seed=5, encrypted=True)
     run = run_daemon(sandbox, usr, [str(swu)], {})
     assert "-K" not in run.argv and run.statuses == [(str(swu), 1)], run.output
     assert sandbox.untouched(sandbox.slot_b)

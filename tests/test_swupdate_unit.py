@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from test_swupdate_daemon import RUNNING, installed_swupdate_sh, render_from_recipe
+from test_swupdate_daemon import RUNNING
 
 import device_swupdate
 import systemd_container
@@ -66,7 +66,6 @@ def device(rootfs: systemd_container.Rootfs, keys, tmp_path: Path,
         c.symlink("/usr/lib/x86_64-linux-gnu/libubootenv.so.0", "libubootenv.so.0.3.5")
         c.copy_binary(build.swupdate, "/usr/bin/swupdate")
         systemd = "/usr/lib/systemd/system"
-        c.write("/usr/lib/swupdate/swupdate.sh", installed_swupdate_sh(), mode=0o755)
         c.write(f"{systemd}/swupdate.service", _meta("swupdate.service").replace("@LIBDIR@", "/usr/lib"))
         c.write(f"{systemd}/swupdate.socket", _socket_unit())
         c.write("/usr/lib/tmpfiles.d/swupdate.conf", _meta("tmpfiles-swupdate.conf"))
@@ -75,21 +74,18 @@ def device(rootfs: systemd_container.Rootfs, keys, tmp_path: Path,
         c.write(f"{systemd}/swupdate.service.d/pyvorin-hardening.conf",
                 (files / "swupdate-hardening.conf").read_text())
         c.write(f"{systemd}/swupdate.socket.d/pyvorin.conf", (files / "pyvorin-socket.conf").read_text())
-        c.write("/usr/lib/swupdate/conf.d/50-pyvorin", render_from_recipe("50-pyvorin"))
-        c.copy_in(keys.ca, "/usr/share/swupdate/ca.crt")
-        c.write("/usr/share/swupdate/hwrevision", "raspberrypi4-64 1.0\n")
-        c.write("/usr/lib/os-release", f"ID=pyvorin\nVERSION_ID=2026.11\nIMAGE_VERSION={RUNNING}\n")
         # What a stale or hostile /etc overlay could hold.
         c.write("/etc/swupdate/conf.d/50-pyvorin", 'SWUPDATE_ARGS="-v -k /etc/swupdate/ca.crt -e stable,copy1"\n')
         c.write("/etc/swupdate/conf.d/99-planted", 'SWUPDATE_ARGS="$SWUPDATE_ARGS -k /etc/swupdate/ca.crt"\n')
         c.write("/etc/swupdate.cfg", 'globals: { public-key-file = "/etc/swupdate/ca.crt"; };\n')
         c.enable("swupdate.socket", "sockets.target")
         c.boot()
-        # The running root: render the slot selector with what findmnt reports in here.
+        # The daemon's files, once the container's root (slot A here) is known;
+        # swupdate.service starts only when a test starts it.
         root = c.run("findmnt", "-n", "-o", "SOURCE", "/").stdout.strip()
-        c.write("/usr/libexec/pyvorin-swupdate-select", render_from_recipe(
-            "pyvorin-swupdate-select", {"${PYVORIN_SLOT_A_DEVICE}": root, "${PYVORIN_SLOT_B_DEVICE}": "/dev/null"}),
-            mode=0o755)
+        for name, (content, mode) in device_swupdate.usr_files(keys.ca, RUNNING, "raspberrypi4-64", root,
+                                                               "/dev/null").items():
+            c.write(f"/usr/{name}", content, mode=mode)
         yield c
 
 

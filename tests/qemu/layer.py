@@ -11,13 +11,14 @@ from pathlib import Path
 
 from qemu.errors import HarnessError
 
+import device_swupdate
+
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "meta-pyvorin"
 RPI_BSP = LAYER / "dynamic-layers/raspberrypi/recipes-bsp"
 BOOT_SCRIPT = RPI_BSP / "rpi-u-boot-scr/files/boot.cmd.in"
 FW_ENV_CONFIG = RPI_BSP / "u-boot/files/pyvorin-fw_env.config"
 CONFIRM = LAYER / "recipes-pyvorin/pyvorin-confirm/files"
-SWUPDATE = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files"
 
 #: The QEMU board's values for the words of boot.cmd.in. The Raspberry Pi
 #: values are in rpi-u-boot-scr_pyvorin.inc; the slot logic is not a word.
@@ -87,9 +88,9 @@ def rootfs_files(slot_a: str, slot_b: str) -> dict[str, tuple[str, int]]:
         "etc/default/pyvorin-confirm": (render(CONFIRM / "pyvorin-confirm.default", {"BOOTLOADER": "uboot"}, "@"),
                                         0o644),
         "etc/fw_env.config": (FW_ENV_CONFIG.read_text(), 0o644),
-        "usr/lib/swupdate/conf.d/50-pyvorin": (
-            render(SWUPDATE / "50-pyvorin", {"SOFTWARE_SET": "stable", "LIBEXECDIR": "/usr/libexec",
-                                             "DATADIR": "/usr/share", "NONARCH_LIBDIR": "/usr/lib"}, "@"), 0o644),
-        "usr/libexec/pyvorin-swupdate-select": (
-            render(SWUPDATE / "pyvorin-swupdate-select", {"SLOT_A": slot_a, "SLOT_B": slot_b}, "@"), 0o755),
+        # As the swupdate bbappend's do_install renders them.
+        "usr/lib/swupdate/conf.d/50-pyvorin": (device_swupdate.render_installed("50-pyvorin"), 0o644),
+        "usr/libexec/pyvorin-swupdate-select": (device_swupdate.render_installed(
+            "pyvorin-swupdate-select", {"${PYVORIN_SLOT_A_DEVICE}": slot_a, "${PYVORIN_SLOT_B_DEVICE}": slot_b}),
+            0o755),
     }
