@@ -1,5 +1,6 @@
 """pyvorin-confirm on the host: the layer's script against a real HTTP server
-and a real two-copy U-Boot environment written by libubootenv's fw_setenv,
+and a real two-copy U-Boot environment written by the device's fw_setenv
+(libubootenv 0.3.5, built by device_swupdate as oe-core builds it),
 and its unit judged by systemd-analyze like the other hardened units. The
 same script confirms slots in the QEMU boots of test_rollback.py."""
 
@@ -18,7 +19,8 @@ import pytest
 
 from test_hardening_systemd import Root, exposure, verify
 
-from helpers import ROOT, require
+import device_swupdate
+from helpers import ROOT, require, unavailable
 
 FILES = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-confirm/files"
 SCRIPT = FILES / "pyvorin-confirm"
@@ -60,13 +62,24 @@ class Env:
     config: Path
 
     def read(self) -> dict[str, str]:
-        out = subprocess.run(["fw_printenv", "-c", self.config], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["fw_printenv", "-c", self.config], capture_output=True, text=True, check=True,
+                             env=device_tools()).stdout
         return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def device_tools(path: str | None = None) -> dict[str, str]:
+    """PATH (and library path) with the device's fw_printenv/fw_setenv first, as the script finds them on the device."""
+    build = device_swupdate.build()
+    return {"PATH": f"{build.bindir}:{path or os.environ['PATH']}", **build.env}
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    require("mkenvimage", "fw_printenv", "fw_setenv", "curl")
+    require("mkenvimage", "curl")
+    try:
+        device_swupdate.build()
+    except device_swupdate.BuildError as exc:
+        unavailable(f"the device's libubootenv cannot be built here: {exc}")
     yield Env(tmp_path / "fw_env.config")
 
 
@@ -85,7 +98,7 @@ def make_env(tmp_path: Path, values: Mapping[str, str]) -> Env:
 def confirm(tmp_path: Path, env: Env, url: str, timeout: int = 3) -> subprocess.CompletedProcess[str]:
     runtime = tmp_path / "run"
     runtime.mkdir(exist_ok=True)
-    variables = {"PATH": os.environ["PATH"], "RUNTIME_DIRECTORY": str(runtime),
+    variables = {**device_tools(), "RUNTIME_DIRECTORY": str(runtime),
                  "PYVORIN_CONFIRM_URL": url, "PYVORIN_CONFIRM_TIMEOUT": str(timeout),
                  "PYVORIN_CONFIRM_INTERVAL": "1", "PYVORIN_CONFIRM_BOOTLOADER": "uboot",
                  "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config)}
@@ -153,7 +166,7 @@ def test_bad_settings_are_refused(tmp_path: Path, env: Env, name: str, value: st
     env = make_env(tmp_path, ON_TRIAL)
     runtime = tmp_path / "run"
     runtime.mkdir()
-    variables = {"PATH": os.environ["PATH"], "RUNTIME_DIRECTORY": str(runtime),
+    variables = {**device_tools(), "RUNTIME_DIRECTORY": str(runtime),
                  "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config), name: value}
     result = subprocess.run(["/bin/sh", SCRIPT], env=variables, capture_output=True, text=True, timeout=30,
                             check=False)

@@ -1,6 +1,6 @@
 """The test disk: an MBR with boot (FAT), root A, root B and data, laid out
 as meta-pyvorin's wic file lays out the SD card of a Raspberry Pi, and the
-U-Boot environment read back from it with libubootenv's fw_printenv."""
+U-Boot environment read back from it with the device's fw_printenv (libubootenv 0.3.5)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qemu.errors import HarnessError
 from qemu.host import run
+
+import device_swupdate
 
 SECTOR = 512
 MIB = 1024 * 1024
@@ -121,5 +123,6 @@ class Disk:
                     copy.write_bytes(b"\xff" * size)   # an unreadable copy: libubootenv uses the other
                 lines.append(f"{copy} 0x0 {size:#x}")
             config.write_text("\n".join(lines) + "\n")
-            text = run(["fw_printenv", "-c", config]).decode()
+            device = device_swupdate.build()  # libubootenv 0.3.5, as on the device
+            text = run([device.tool("fw_printenv"), "-c", config], env=device.env).decode()
         return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)

@@ -19,7 +19,6 @@ TOOLS: Mapping[str, str] = {
     "mke2fs": "e2fsprogs",
     "mkimage": "u-boot-tools",
     "mkenvimage": "u-boot-tools",
-    "fw_printenv": "libubootenv-tool",
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
     "aarch64-linux-gnu-readelf": "binutils-aarch64-linux-gnu",
     "dpkg-source": "dpkg-dev",
