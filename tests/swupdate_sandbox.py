@@ -12,9 +12,9 @@ so two concurrent runs would collide and a run would write the host's /run.
 private mount namespace (``unshare -m --propagation private``) in which
 
 * ``/etc`` is an overlayfs whose upper layer lives in the sandbox directory;
-  ``fw_env.config`` and ``hwrevision`` are written into it and the other
-  files swupdate or libubootenv would read are hidden (whiteouts), so the
-  host ``/etc`` is read but never written;
+  ``fw_env.config`` is written into it and the other files swupdate or
+  libubootenv would read are hidden (whiteouts), so the host ``/etc`` is read
+  but never written;
 * ``/tmp`` and ``/run`` are fresh tmpfs (sockets, locks and scratch files
   vanish with the namespace); any path the run needs that lives under the host
   ``/tmp`` (the sandbox itself, the bundle, the CA certificate, the AES key)
@@ -46,7 +46,8 @@ Behaviour of this swupdate build worth knowing when writing assertions:
 
 * U-Boot is the compiled-in default bootloader interface (the sandbox passes
   ``-B uboot`` all the same);
-* ``-H board:rev`` alone is enough and wins over ``/etc/hwrevision``; a revision
+* the hardware identity is ``-H board:rev`` (the device reads
+  ``/usr/share/swupdate/hwrevision``, which the host does not have); a revision
   not listed in ``hardware-compatibility`` fails ("SW not compatible with
   hardware"), an unknown board fails ("HW compatibility not found");
 * on success it sets ``ustate=1`` (not with ``-m``); on a failed install it
@@ -348,8 +349,6 @@ class SwupdateSandbox:
         ``mkenvimage [-r] -s env_size`` of *initial_env* (default :data:`DEFAULT_ENV`).
     ``fw_env.config``
         libubootenv config, one ``<file> 0x0000 <env_size>`` line per copy.
-    ``hwrevision``
-        ``"<board> <revision>"``, installed as ``/etc/hwrevision`` for each run.
     """
 
     def __init__(
@@ -404,7 +403,6 @@ class SwupdateSandbox:
             self.env_file_redund.write_bytes(bytes(data))
             lines.append(f"{self.env_file_redund} 0x0000 {hex(env_size)}")
         self.fw_env_config.write_text("\n".join(lines) + "\n")
-        self.hwrevision_file.write_text(f"{board} {revision}\n")
 
     # -- paths ---------------------------------------------------------------
 
@@ -428,10 +426,6 @@ class SwupdateSandbox:
     @property
     def fw_env_config(self) -> Path:
         return self.root / "fw_env.config"
-
-    @property
-    def hwrevision_file(self) -> Path:
-        return self.root / "hwrevision"
 
     # -- slots ----------------------------------------------------------------
 
@@ -502,8 +496,8 @@ class SwupdateSandbox:
     ) -> SwupdateResult:
         """Run ``swupdate -i swu`` in the isolated namespace and return its result.
 
-        *hwrevision* overrides the hardware identity for this run, both for ``-H``
-        and ``/etc/hwrevision``: ``"<board> <rev>"``, ``"<board>:<rev>"`` or just
+        *hwrevision* overrides the hardware identity (``-H``) for this run:
+        ``"<board> <rev>"``, ``"<board>:<rev>"`` or just
         ``"<rev>"`` (keeping the sandbox board).  *select* ``None`` omits ``-e``.
         *extra_args* are appended verbatim (e.g. ``["-m", "-M"]``,
         ``["--cert-purpose", "codeSigning"]``).  A failure of swupdate is a
@@ -536,10 +530,7 @@ class SwupdateSandbox:
         return self._run_isolated(
             ns_dir,
             argv,
-            etc_files={
-                "fw_env.config": self.fw_env_config.read_text(),
-                "hwrevision": f"{board} {revision}\n",
-            },
+            etc_files={"fw_env.config": self.fw_env_config.read_text()},
             needed=[self.root, *files],
             timeout=timeout,
             feed=feed,
