@@ -1,4 +1,4 @@
-"""The real consumer: Debian's swupdate installs our bundles, or refuses them.
+"""The real consumer: the device's swupdate (2026.05.1, device_swupdate) installs our bundles, or refuses them.
 
 Each run happens in a private mount namespace (see swupdate_sandbox.py) with
 file-backed A/B slots and a file-backed U-Boot environment read by
