@@ -58,3 +58,14 @@ say "bitbake -e virtual/kernel: SRC_URI carries the pyvorin hardening fragments"
 
 bitbake -n pyvorin-image pyvorin-update-image
 say "bitbake -n pyvorin-image pyvorin-update-image: ok"
+
+# What the image installs, for the content check (tests/test_layer_gate.py
+# compares it with tests/image-contents/<machine>.txt): the recipes bitbake
+# builds for it and the packages its rootfs step asks for.
+out="${BUILDDIR:-$PWD}/gate-out"
+rm -rf "$out"
+mkdir -p "$out"
+bitbake -g pyvorin-image >/dev/null
+mv pn-buildlist task-depends.dot "$out/"
+say "bitbake -g pyvorin-image: $(wc -l < "$out/pn-buildlist") recipes"
+"$(dirname "$0")/layer-gate-closure.py" pyvorin-image "$out/pn-buildlist" "$out/packages.txt"

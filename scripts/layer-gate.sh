@@ -14,12 +14,16 @@
 #   PYVORIN_GATE_USER   unprivileged user to run bitbake as when started as root
 #                   (bitbake refuses root; default: builder)
 #   KAS             the kas command (default: kas on PATH, else /opt/kas-venv/bin/kas)
+#   PYVORIN_GATE_SKIP_CHECK_LAYER=1  leave out yocto-check-layer (~30 min)
+#   PYVORIN_GATE_REPO  the tree to test (default: the one holding this script;
+#                   set it when running a copy of the script, as the tests do,
+#                   so that editing the tree cannot change a running script)
 #
 # Without the layers it prints a loud SKIP and exits 0, as in CI, where the
 # static layer checks (tests/test_layer.py) run instead.
 set -euo pipefail
 
-repo=$(cd "$(dirname "$0")/.." && pwd)
+repo=${PYVORIN_GATE_REPO:-$(cd "$(dirname "$0")/.." && pwd)}
 layers=${PYVORIN_LAYERS:-$(dirname "$repo")/layers}
 machines=("$@")
 [ ${#machines[@]} -gt 0 ] || machines=(raspberrypi4-64 raspberrypi5 jetson-orin-nano-devkit)
@@ -53,9 +57,8 @@ mkdir -p "$build"
 
 # Point every pinned repository at its local clone; branch and commit stay as
 # pinned, so kas itself proves each commit is on its branch.  kas wants every
-# file of a concatenation in one repository: the override lives in this
-# repo's ignored build/ directory.
-mkdir -p "$repo/build/layer-gate"
+# file of a concatenation in one repository: the override lives in the frozen
+# copy (below), untracked.
 pinned_commit() {  # repo name -> the commit kas/ pins it to
     awk -v repo="  $1:" '$0 == repo {found=1; next} found && /^  [^ ]/ {found=0}
         found && $1 == "commit:" {print $2; exit}' "$repo"/kas/pyvorin.yml "$repo"/kas/machine/*.yml
@@ -73,11 +76,11 @@ shallow_mirror() {  # repo name: make $build/mirrors/<name> hold the pinned comm
     fi
     until git -c safe.directory='*' -C "$mirror" cat-file -e "$commit^{commit}" 2>/dev/null; do
         tries=$((tries + 1))
-        if [ $tries -gt 40 ]; then
-            echo "$name: pinned commit $commit is not on scarthgap in $layers/$name" >&2
+        if [ $tries -gt 40 ] || ! git -c safe.directory='*' -C "$mirror" fetch -q --deepen 50 origin scarthgap; then
+            echo "$name: the pinned commit $commit is not on scarthgap in $layers/$name:" \
+                "the clone (or ../shared/upstream snapshot) is stale, refresh it to the pin" >&2
             exit 1
         fi
-        git -c safe.directory='*' -C "$mirror" fetch -q --deepen 50 origin scarthgap
     done
 }
 
@@ -88,7 +91,8 @@ write_override() {  # machine -> override file path
         jetson*) bsp=meta-tegra ;;
         *) echo "unknown machine $1" >&2; return 1 ;;
     esac
-    file="$repo/build/layer-gate/local-layers-$1.yml"
+    file="$src/.gate/local-layers-$1.yml"
+    mkdir -p "$src/.gate"
     {
         echo "header:"
         echo "  version: 14"
@@ -114,14 +118,36 @@ if [ ! -f "$build/keys/manifest.json" ]; then
     PYTHONPATH="$repo/scripts" python3 -m pyvorin keys init "$build/keys" --only swupdate --key-size 2048
 fi
 
-if [ "$(id -u)" = 0 ]; then
-    # The unprivileged user reads root-owned checkouts; kas runs git with a
-    # private HOME, so only the system git config can vouch for them.
-    for dir in "$repo" "$layers"/poky "$layers"/meta-* "$layers"/poky/.git "$layers"/meta-*/.git; do
-        git config --system --get-all safe.directory 2>/dev/null | grep -qxF "$dir" \
-            || git config --system --add safe.directory "$dir"
-    done
-fi
+# Run from a frozen copy of this tree (tracked and new files, as they are
+# now), owned by whoever runs bitbake: kas reads it as a git repository, and
+# git refuses a repository another user owns unless the system config vouches
+# for it, which the gate must not write.
+src="$build/src"
+rm -rf "$src"
+mkdir -p "$src"
+(cd "$repo" && git -c safe.directory="$repo" ls-files -z --cached --others --exclude-standard \
+    | while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+    | xargs -0 cp --parents -t "$src")
+# BitBake's parse cache trusts a file whose mtime did not change. A fresh
+# clone gives every file a new mtime, which would re-parse everything: stamp
+# each file with an mtime derived from its content instead, so an unchanged
+# file keeps its cache entry across runs and clones, and a changed one never
+# does.
+python3 - "$src" <<'STAMP'
+import hashlib, os, sys
+for top, _, names in os.walk(sys.argv[1]):
+    for name in names:
+        path = os.path.join(top, name)
+        if os.path.islink(path):
+            continue
+        with open(path, "rb") as handle:
+            digest = hashlib.sha256(handle.read()).digest()
+        stamp = 1_000_000_000 + int.from_bytes(digest[:4], "big") % 500_000_000
+        os.utime(path, (stamp, stamp), follow_symlinks=False)
+STAMP
+git -C "$src" init -q
+git -C "$src" add -A
+git -C "$src" -c user.name=gate -c user.email=gate@localhost commit -q -m "frozen for the layer gate"
 
 as_builder() {
     if [ "$(id -u)" = 0 ]; then
@@ -140,7 +166,7 @@ for machine in "${machines[@]}"; do
     override=$(write_override "$machine")
     start=$(date +%s)
     if as_builder env KAS_WORK_DIR="$build/work" KAS_BUILD_DIR="$build/build-$machine" \
-        "$kas" shell "$repo/kas/$machine.yml:$repo/kas/opt/dev-keys.yml:$override" -c "$repo/scripts/layer-gate-checks.sh" >"$log" 2>&1; then
+        "$kas" shell "$src/kas/$machine.yml:$src/kas/opt/dev-keys.yml:$override" -c "$src/scripts/layer-gate-checks.sh" >"$log" 2>&1; then
         echo "   PASS ($(( $(date +%s) - start )) s) - log: $log"
         grep '^gate:' "$log" | sed 's/^/   /'
     else
@@ -153,7 +179,7 @@ if [ $status = 0 ] && [ -z "${PYVORIN_GATE_SKIP_CHECK_LAYER:-}" ]; then
     echo "== yocto-check-layer meta-pyvorin"
     log="$build/yocto-check-layer.log"
     start=$(date +%s)
-    if as_builder "$repo/scripts/layer-gate-check-layer.sh" "$repo" "$build/work" "$build/check-layer" >"$log" 2>&1; then
+    if as_builder "$src/scripts/layer-gate-check-layer.sh" "$src" "$build/work" "$build/check-layer" >"$log" 2>&1; then
         echo "   PASS ($(( $(date +%s) - start )) s) - log: $log"
     else
         echo "   FAIL ($(( $(date +%s) - start )) s) - log: $log"

@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openssl cpio e2fsprogs gzip zstd util-linux bsdiff apparmor strace nftables openssh-server systemd iproute2 \
     lua5.1 lua5.4 libbz2-dev patch cmake pkg-config libconfig-dev libjson-c-dev liblua5.4-dev libarchive-dev libsystemd-dev libyaml-dev libzstd-dev zlib1g-dev git \
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
-    qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo"
+    qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo \
+    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do
@@ -38,6 +39,19 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     if [ -n "$missing" ]; then
         echo "installing apt packages:$missing"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+    # The layer gate (tests/test_layer_gate.py) runs kas and bitbake as an
+    # unprivileged user, in the locale bitbake asks for, with kas in a venv of
+    # the system Python that user can run.
+    id -u builder >/dev/null 2>&1 || useradd --create-home --shell /bin/bash builder
+    if ! locale -a 2>/dev/null | grep -qix 'en_US.utf8'; then
+        sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+        locale-gen >/dev/null
+    fi
+    kas_version=$(sed -n 's/.*"kas==\([0-9.]*\)".*/\1/p' pyproject.toml)
+    if [ "$(/opt/kas-venv/bin/kas --version 2>/dev/null | cut -d' ' -f2)" != "$kas_version" ]; then
+        /usr/bin/python3 -m venv /opt/kas-venv
+        /opt/kas-venv/bin/pip install -q --disable-pip-version-check "kas==$kas_version"
     fi
 else
     echo "not root or no apt-get: using the tools already installed (tests needing others skip)" >&2

@@ -16,11 +16,15 @@ from pathlib import Path
 _DONE = ".complete"
 
 
-def root(area: str = "qemu") -> Path:
-    """``$PYVORIN_TEST_CACHE/<area>``, by default ``${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests/<area>``."""
-    base = os.environ.get("PYVORIN_TEST_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyvorin-tests")
-    path = Path(base) / area
+def base_dir() -> Path:
+    """``$PYVORIN_TEST_CACHE``, by default ``${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests``."""
+    return Path(os.environ.get("PYVORIN_TEST_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pyvorin-tests"))
+
+
+def root(area: str = "qemu", base: Path | None = None) -> Path:
+    """``<base>/<area>``, *base* by default :func:`base_dir`."""
+    path = (base or base_dir()) / area
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -34,9 +38,10 @@ def key(*parts: str | bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def entry(name: str, inputs: str, build: Callable[[Path], None], *, area: str = "qemu") -> Path:
+def entry(name: str, inputs: str, build: Callable[[Path], None], *, area: str = "qemu",
+          base: Path | None = None) -> Path:
     """The directory ``area/name-inputs``, built by ``build(directory)`` if missing."""
-    base = root(area)
+    base = root(area, base)
     final = base / f"{name}-{inputs}"
     if (final / _DONE).exists():
         return final

@@ -1,0 +1,253 @@
+"""The BitBake layer gate, run by the tests from the pinned layers in ../shared/upstream.
+
+``scripts/layer-gate.sh MACHINE`` parses meta-pyvorin with the six pinned
+scarthgap layers through kas, checks the image's configuration (``bitbake -e``),
+dry-runs both images (``bitbake -n``) and records what ``pyvorin-image``
+installs (``bitbake -g`` and scripts/layer-gate-closure.py). This module gives it
+the layers, unpacked once from ``layers-scarthgap.tar``, and keeps the results.
+
+BitBake refuses to run as root: the gate runs it as an unprivileged user
+(``builder``, made by scripts/test.sh), who cannot enter root's home. Its files
+therefore live under ``$PYVORIN_TEST_CACHE/layer-gate`` when that is set, else
+``/var/cache/pyvorin-tests/layer-gate``:
+
+- ``layers-<tar hash>/``: non-bare clones of the snapshot's repositories;
+- ``build/``: the gate's work directory, kept between runs so BitBake's parse
+  cache (``build-<machine>/cache``) and kas's checkouts are reused;
+- ``result-<machine>-<inputs>/``: a passing run's log and image content, keyed
+  by everything the run reads (the layer, kas files, gate scripts, snapshot,
+  kas version), so unchanged inputs never parse again.
+
+When a pin moves and the snapshot does not follow, :func:`stale_pins` says so
+and the gate refuses to run: it must never test the old commits silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from qemu import cache
+
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM = Path(os.environ.get("PYVORIN_UPSTREAM") or ROOT.parent / "shared" / "upstream")
+LAYERS_TAR = "layers-scarthgap.tar"
+LAYERS = ("poky", "meta-openembedded", "meta-swupdate", "meta-security", "meta-raspberrypi", "meta-tegra")
+#: The machines CI gates (raspberrypi5 shares the Pi's metadata; scripts/layer-gate.sh runs it by hand).
+MACHINES = ("raspberrypi4-64", "jetson-orin-nano-devkit")
+CONTENTS = ROOT / "tests" / "image-contents"
+USER = os.environ.get("PYVORIN_GATE_USER", "builder")
+KAS = os.environ.get("KAS", "/opt/kas-venv/bin/kas")
+#: Everything a gate run reads from this tree.
+INPUT_DIRS = ("meta-pyvorin", "kas")
+INPUT_FILES = ("scripts/layer-gate.sh", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py")
+TIMEOUT = 3600
+
+
+class GateError(RuntimeError):
+    """The gate could not be set up or run."""
+
+
+@dataclass(frozen=True)
+class GateRun:
+    machine: str
+    log: str
+    #: The gate's own summary lines ("gate: ...").
+    lines: tuple[str, ...]
+    #: Recipes ``bitbake -g pyvorin-image`` builds.
+    recipes: frozenset[str]
+    #: Packages the image's rootfs step installs, each with its recipe.
+    packages: dict[str, str]
+
+
+def base() -> Path:
+    configured = os.environ.get("PYVORIN_TEST_CACHE")
+    path = Path(configured) if configured else Path("/var/cache/pyvorin-tests")
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(path.stat().st_mode | 0o755)
+    return path
+
+
+def snapshot() -> Path:
+    path = UPSTREAM / LAYERS_TAR
+    if not path.is_file():
+        raise GateError(f"{path} is missing: the pinned layers live in ../shared/upstream/ (or PYVORIN_UPSTREAM)")
+    return path
+
+
+def pins() -> dict[str, str]:
+    """Repository name -> the commit the kas files pin it to."""
+    found: dict[str, str] = {}
+    for path in [ROOT / "kas/pyvorin.yml", *sorted((ROOT / "kas/machine").glob("*.yml"))]:
+        for name, repo in (yaml.safe_load(path.read_text()).get("repos") or {}).items():
+            if repo and "commit" in repo:
+                if found.get(name, repo["commit"]) != repo["commit"]:
+                    raise GateError(f"{name} is pinned to two commits ({found[name]}, {repo['commit']})")
+                found[name] = repo["commit"]
+    return found
+
+
+def _git(*argv: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", "-c", "safe.directory=*", *argv], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _unpack(out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(snapshot()) as tar:
+        tar.extractall(tmp, filter="data")
+        for name in LAYERS:
+            _git("clone", "-q", "--branch", "scarthgap", f"{tmp}/{name}.git", str(out / name))
+
+
+@functools.cache
+def snapshot_digest() -> str:
+    return cache.key(snapshot().read_bytes())
+
+
+@functools.cache
+def layers() -> Path:
+    """Clones of the snapshot's repositories, each on the commit its ``scarthgap`` holds."""
+    return cache.entry("layers", snapshot_digest(), _unpack, area="layer-gate", base=base())
+
+
+def stale_pins() -> list[str]:
+    """One line per repository whose snapshot commit is not the pinned one."""
+    directory = layers()
+    stale = []
+    for name, commit in sorted(pins().items()):
+        if name not in LAYERS:
+            continue
+        head = _git("rev-parse", "HEAD", cwd=directory / name)
+        if head != commit:
+            stale.append(f"{name}: the kas files pin {commit}, {LAYERS_TAR} has {head}")
+    return stale
+
+
+def _tree_files() -> list[str]:
+    listed = subprocess.run(["git", "-c", f"safe.directory={ROOT}", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard", "--", *INPUT_DIRS, *INPUT_FILES],
+                            cwd=ROOT, check=True, capture_output=True).stdout.decode().split("\0")
+    return sorted(f for f in listed if f and (ROOT / f).is_file())
+
+
+def inputs(machine: str) -> str:
+    """A hash of everything a gate run of *machine* reads."""
+    parts: list[str | bytes] = [machine, snapshot_digest()]
+    kas_version = subprocess.run([KAS, "--version"], capture_output=True, text=True).stdout.strip()
+    parts.append(kas_version)
+    for name in _tree_files():
+        parts += [name, (ROOT / name).read_bytes()]
+    return cache.key(*parts)
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks to run the gate (scripts/test.sh provides all of it)."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (the gate runs bitbake as an unprivileged user)")
+    try:
+        import pwd
+
+        pwd.getpwnam(USER)
+    except KeyError:
+        missing.append(f"the user {USER}")
+    if not os.access(KAS, os.X_OK):
+        missing.append(f"kas at {KAS}")
+    for tool in ("chrpath", "diffstat", "gawk", "lz4c", "file", "wget", "rpcgen", "zstd", "git", "runuser"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    locales = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.lower()
+    if "en_us.utf8" not in locales:
+        missing.append("the en_US.UTF-8 locale")
+    if not (UPSTREAM / LAYERS_TAR).is_file():
+        missing.append(str(UPSTREAM / LAYERS_TAR))
+    return missing
+
+
+def _read(out: Path, machine: str) -> GateRun:
+    log = (out / "gate.log").read_text()
+    packages = {}
+    for line in (out / "packages.txt").read_text().splitlines():
+        package, recipe, _reason = line.split()
+        packages[package] = recipe
+    return GateRun(machine=machine, log=log,
+                   lines=tuple(line.strip() for line in log.splitlines() if line.strip().startswith("gate:")),
+                   recipes=frozenset((out / "pn-buildlist").read_text().split()), packages=packages)
+
+
+def run(machine: str) -> GateRun:
+    """The gate's verdict for *machine*: a kept passing run for the same inputs, else a fresh run.
+
+    Raises :class:`GateError` with the log's tail when the gate fails."""
+    stale = stale_pins()
+    if stale:
+        raise GateError("the snapshot in ../shared/upstream is stale; move it with the pins:\n" + "\n".join(stale))
+    root = cache.root("layer-gate", base())
+    final = root / f"result-{machine}-{inputs(machine)}"
+    if (final / ".complete").exists():
+        return _read(final, machine)
+    build = root / "build"
+    env = {**os.environ, "PYVORIN_LAYERS": str(layers()), "PYVORIN_GATE_BUILD": str(build),
+           "PYVORIN_GATE_SKIP_CHECK_LAYER": "1", "PYVORIN_GATE_USER": USER, "KAS": KAS,
+           "PYVORIN_GATE_REPO": str(ROOT)}
+    # bash reads a script as it runs it: run a copy, so an edit of the tree
+    # during the run cannot change the running script.
+    with tempfile.NamedTemporaryFile("w", suffix=".sh") as script:
+        script.write((ROOT / "scripts/layer-gate.sh").read_text())
+        script.flush()
+        result = subprocess.run(["bash", script.name, machine], env=env, capture_output=True, text=True,
+                                timeout=TIMEOUT)
+    log_path = build / f"{machine}.log"
+    log = log_path.read_text(errors="replace") if log_path.exists() else ""
+    if result.returncode != 0 or "LAYER GATE SKIPPED" in result.stdout:
+        raise GateError(f"scripts/layer-gate.sh {machine} failed ({result.returncode}):\n{result.stdout}"
+                        f"{result.stderr}")
+    work = root / f".result-{machine}.partial"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "gate.log").write_text(log)
+    for name in ("packages.txt", "pn-buildlist"):
+        shutil.copy(build / f"build-{machine}" / "gate-out" / name, work / name)
+    (work / ".complete").touch()
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+    return _read(final, machine)
+
+
+@dataclass(frozen=True)
+class Expected:
+    package: str
+    why: str
+    source: str
+
+
+def expected(machine: str) -> list[Expected]:
+    """What *machine*'s image must install: image-contents/pyvorin.txt (every machine) and <machine>.txt.
+
+    One package per line, then ``#`` and why it must be there; blank and
+    comment-only lines are ignored."""
+    wanted = []
+    for path in (CONTENTS / "pyvorin.txt", CONTENTS / f"{machine}.txt"):
+        for number, raw in enumerate(path.read_text().splitlines(), 1):
+            line, _, why = raw.partition("#")
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 1:
+                raise GateError(f"{path.name}:{number}: one package per line, then '# why': {raw!r}")
+            wanted.append(Expected(fields[0], why.strip(), f"{path.name}:{number}"))
+    return wanted
+
+
+def missing(run: GateRun, machine: str) -> list[str]:
+    """Each expected package the image does not install, with where it is listed and why."""
+    return [f"{item.package} ({item.source}: {item.why})" for item in expected(machine)
+            if item.package not in run.packages]

@@ -1,0 +1,108 @@
+"""The BitBake gate in CI: a real parse and dry run of both images for each gated
+machine from the pinned layers, and what pyvorin-image really installs.
+
+The first run parses from cold (about 7 minutes per machine on two cores);
+later runs reuse BitBake's parse cache, and a passing run is kept for the same
+inputs (tests/layer_gate.py). ``pytest -m "not gate"`` leaves it out locally."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import layer_gate
+
+from helpers import ROOT, unavailable
+
+pytestmark = pytest.mark.gate
+
+
+@pytest.fixture(scope="module")
+def prerequisites() -> None:
+    lacking = layer_gate.missing_prerequisites()
+    if lacking:
+        unavailable(f"the layer gate needs {', '.join(lacking)} (scripts/test.sh sets them up as root)")
+
+
+_runs: dict[str, layer_gate.GateRun | layer_gate.GateError] = {}
+
+
+def gate(machine: str) -> layer_gate.GateRun:
+    """One gate run per machine and session, shared by the tests below."""
+    if machine not in _runs:
+        try:
+            _runs[machine] = layer_gate.run(machine)
+        except layer_gate.GateError as exc:
+            _runs[machine] = exc
+    outcome = _runs[machine]
+    if isinstance(outcome, layer_gate.GateError):
+        pytest.fail(str(outcome), pytrace=False)
+    return outcome
+
+
+def test_snapshot_holds_the_pinned_commits(prerequisites: None) -> None:
+    """A pin moved without ../shared/upstream: the gate would test old commits."""
+    assert layer_gate.stale_pins() == []
+
+
+@pytest.mark.parametrize("machine", layer_gate.MACHINES)
+def test_gate_parses_checks_and_dry_runs_both_images(prerequisites: None, machine: str) -> None:
+    run = gate(machine)
+    for check in ("bitbake -p: parsed", "DISTRO_FEATURES ok", "IMAGE_FSTYPES=",
+                  "SRC_URI carries the pyvorin hardening fragments",
+                  "bitbake -n pyvorin-image pyvorin-update-image: ok", "bitbake -g pyvorin-image:"):
+        assert any(check in line for line in run.lines), f"{machine}: no '{check}' in the gate's summary:\n" + \
+            "\n".join(run.lines)
+    if machine.startswith("raspberrypi"):
+        assert any("kernel-image in the root slot" in line for line in run.lines)
+
+
+@pytest.mark.parametrize("machine", layer_gate.MACHINES)
+def test_image_installs_what_the_machine_and_the_layer_promise(prerequisites: None, machine: str) -> None:
+    run = gate(machine)
+    assert layer_gate.missing(run, machine) == []
+
+
+@pytest.mark.parametrize("machine", layer_gate.MACHINES)
+def test_image_installs_nothing_a_production_image_must_not(prerequisites: None, machine: str) -> None:
+    run = gate(machine)
+    development = {"packagegroup-core-tools-debug", "gdbserver", "gdb", "strace", "valgrind", "perf",
+                   # the whole Python standard library, with its GUI, REPL and installer tools
+                   "python3-modules", "python3-tkinter", "python3-idle", "python3-ensurepip", "python3-2to3",
+                   "python3-pydoc", "python3-venv", "python3-tests"}
+    forbidden = [p for p in run.packages if p in development
+                 # kernel modules may end so (nv-kernel-module-cdi-dev is a camera driver)
+                 or p.endswith(("-dbg", "-dev", "-staticdev", "-ptest")) and "kernel-module-" not in p]
+    assert forbidden == []
+
+
+def test_expected_lists_name_one_package_per_line() -> None:
+    for machine in layer_gate.MACHINES:
+        items = layer_gate.expected(machine)
+        assert items, machine
+        names = [item.package for item in items]
+        assert len(names) == len(set(names)), f"{machine}: a package is listed twice"
+        assert all(item.why for item in items), f"{machine}: every listed package says why it is there"
+
+
+def test_a_stale_clone_is_named_not_tested(prerequisites: None, tmp_path: Path) -> None:
+    """A clone whose scarthgap lacks the pinned commit stops the gate before kas runs."""
+    layers = tmp_path / "layers"
+    for name in layer_gate.LAYERS:
+        repo = layers / name
+        repo.mkdir(parents=True)
+        git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@localhost"]
+        subprocess.run([*git, "init", "-q", "-b", "scarthgap"], check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "not the pin"], check=True)
+    env = {**os.environ, "PYVORIN_LAYERS": str(layers), "PYVORIN_GATE_BUILD": str(tmp_path / "build"),
+           "KAS": layer_gate.KAS}
+    result = subprocess.run(["bash", str(ROOT / "scripts/layer-gate.sh"), "raspberrypi4-64"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "stale" in result.stderr and "poky" in result.stderr
+    assert not (tmp_path / "build" / "src").exists(), "nothing ran past the stale clone"
+    shutil.rmtree(tmp_path, ignore_errors=True)
