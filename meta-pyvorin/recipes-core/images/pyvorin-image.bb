@@ -12,7 +12,12 @@ inherit core-image pyvorin_image_policy
 # systemd commits /etc/machine-id there on first boot and it survives updates.
 IMAGE_FEATURES += "read-only-rootfs overlayfs-etc ssh-server-openssh"
 
+# packagegroup-core-boot brings the machine's essential packages
+# (MACHINE_ESSENTIAL_EXTRA_*), packagegroup-machine-base its extras
+# (MACHINE_EXTRA_*): Ethernet drivers and firmware, udev rules, kernel
+# modules, Jetson's boot-slot tools. core-image adds neither by itself.
 IMAGE_INSTALL = "packagegroup-core-boot \
+                 packagegroup-machine-base \
                  packagegroup-pyvorin-edge \
                  pyvorin-hwrevision \
                  ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-hardening', 'pyvorin-hardening', '', d)} \
