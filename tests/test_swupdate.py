@@ -217,3 +217,52 @@ def test_a_leaf_given_as_ca_is_refused(sandbox, release, keys, cli) -> None:
     assert result.returncode != 0, result.output
     ours = cli("verify", release, "--cert", keys.cert)
     assert ours.returncode == 1 and "self-signed CA" in ours.stderr, ours.stderr
+
+
+@pytest.mark.parametrize("tail", [b"\0" * 512, b"\0" * 3, b"X" * 100, b"070701" + b"0" * 104])
+def test_bytes_after_the_trailer_are_judged_as_the_device_judges_them(sandbox, release, keys, tmp_path: Path,
+                                                                      tail: bytes) -> None:
+    """``pyvorin verify`` judges bytes after the cpio trailer as the device does.
+
+    The device's swupdate stops reading at ``TRAILER!!!`` (stream_interface.c
+    reads at most 512 bytes of padding after it) and installs: nothing after
+    the trailer is used, and the signed sw-description covers every member.
+    So does ``verify``; were the device to start refusing, this fails."""
+    from pyvorin.errors import PyvorinError
+    from pyvorin.verify import VerifyOptions, verify_bundle
+
+    bad = tmp_path / "tail.swu"
+    bad.write_bytes(release.read_bytes() + tail)
+    device = sandbox.install(bad, keys.ca, "stable,copy1")
+    try:
+        verify_bundle(bad, VerifyOptions(trust=keys.ca))
+        ours = True
+    except PyvorinError:
+        ours = False
+    assert ours == device.succeeded, device.output
+
+
+def test_an_unknown_digest_in_signed_data_is_refused_by_both(sandbox, release, keys, tmp_path: Path) -> None:
+    """SignedData.digestAlgorithms names an algorithm nobody knows; the signer's own stays SHA-256.
+
+    OpenSSL, under the device's swupdate, sets up a digest per listed
+    algorithm and fails; ``verify`` must not be the laxer of the two."""
+    from pyvorin.errors import VerificationError
+    from pyvorin.verify import VerifyOptions, verify_bundle
+
+    from helpers import read_members, write_members
+
+    sha256 = bytes.fromhex("0609608648016503040201")
+    members = []
+    for name, data in read_members(release):
+        if name == "sw-description.sig":
+            assert data.count(sha256) == 2  # digestAlgorithms, then the SignerInfo's
+            data = data.replace(sha256, sha256[:-1] + b"\x7f", 1)
+        members.append((name, data))
+    bad = write_members(tmp_path / "digest.swu", members)
+    before = sandbox.printenv()
+    device = sandbox.install(bad, keys.ca, "stable,copy1")
+    assert not device.succeeded, device.output
+    _assert_nothing_changed(sandbox, before)
+    with pytest.raises(VerificationError, match="unknown digest algorithm 2.16.840.1.101.3.4.2.127"):
+        verify_bundle(bad, VerifyOptions(trust=keys.ca))

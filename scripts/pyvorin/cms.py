@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -133,12 +134,18 @@ class _SignerInfo:
 def _parse(signature_der: bytes) -> tuple[list[x509.Certificate], list[_SignerInfo]]:
     content_info = der.decode_one(signature_der).expect(der.SEQUENCE, "ContentInfo")
     parts = content_info.children()
-    if len(parts) != 2 or parts[0].as_oid() != OID_SIGNED_DATA or parts[1].tag != 0xA0:
+    if len(parts) != 2 or parts[0].tag != der.OID or parts[0].as_oid() != OID_SIGNED_DATA or parts[1].tag != 0xA0:
         raise VerificationError("signature is not a CMS SignedData")
-    signed_data = parts[1].children()[0].expect(der.SEQUENCE, "SignedData").children()
+    signed_data = parts[1].fields("[0] content", 1, 1)[0].expect(der.SEQUENCE, "SignedData").children()
     if len(signed_data) < 4:
         raise VerificationError("CMS SignedData is incomplete")
-    encap = signed_data[2].expect(der.SEQUENCE, "EncapsulatedContentInfo").children()
+    # OpenSSL (and so the device's swupdate) sets up a digest for every
+    # algorithm SignedData lists and refuses one it does not know.
+    for algorithm in signed_data[1].expect(der.SET, "digestAlgorithms").children():
+        oid = algorithm.expect(der.SEQUENCE, "DigestAlgorithmIdentifier").fields("DigestAlgorithmIdentifier", 1)[0]
+        if oid.as_oid() not in _HASHES:
+            raise VerificationError(f"CMS SignedData lists an unknown digest algorithm {oid.as_oid()}")
+    encap = signed_data[2].expect(der.SEQUENCE, "EncapsulatedContentInfo").fields("EncapsulatedContentInfo", 1)
     if encap[0].as_oid() != OID_DATA:
         raise VerificationError("CMS signature does not cover plain data")
     if len(encap) > 1:
@@ -149,8 +156,17 @@ def _parse(signature_der: bytes) -> tuple[list[x509.Certificate], list[_SignerIn
         if element.tag == 0xA0:
             for cert in element.children():
                 try:
-                    certificates.append(x509.load_der_x509_certificate(cert.raw))
-                except ValueError as exc:
+                    # cryptography parses names and extensions on first use,
+                    # and only warns about some bounds (RFC 5280 upper bounds):
+                    # parse all now, warnings as errors, so a malformed
+                    # certificate is refused here and not deep in the chain.
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("error")
+                        loaded = x509.load_der_x509_certificate(cert.raw)
+                        loaded.issuer.public_bytes(), loaded.subject.public_bytes(), loaded.extensions
+                        loaded.public_key()
+                    certificates.append(loaded)
+                except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, Warning) as exc:
                     raise VerificationError(f"CMS signature holds a malformed certificate: {exc}") from None
     infos = []
     for info in infos_element.children():
@@ -160,20 +176,24 @@ def _parse(signature_der: bytes) -> tuple[list[x509.Certificate], list[_SignerIn
         sid = fields[1]
         if sid.tag != der.SEQUENCE:
             raise VerificationError("CMS signer identified by key id; expected issuer and serial number")
-        issuer, serial = sid.children()
-        digest_oid = fields[2].children()[0].as_oid()
+        issuer, serial = sid.fields("IssuerAndSerialNumber", 2, 2)
+        issuer.expect(der.SEQUENCE, "issuer Name")
+        digest_oid = fields[2].expect(der.SEQUENCE, "DigestAlgorithmIdentifier").fields(
+            "DigestAlgorithmIdentifier", 1)[0].as_oid()
         index = 3
         signed_attrs = None
         if fields[index].tag == 0xA0:
             signed_attrs = fields[index]
             index += 1
+        if len(fields) < index + 2:
+            raise VerificationError("CMS SignerInfo is incomplete")
         infos.append(
             _SignerInfo(
                 issuer=issuer.raw,
                 serial=serial.as_int(),
                 digest_oid=digest_oid,
                 signed_attrs=signed_attrs,
-                signature_algorithm=fields[index],
+                signature_algorithm=fields[index].expect(der.SEQUENCE, "signatureAlgorithm"),
                 signature=fields[index + 1].expect(der.OCTET_STRING, "signature").content,
             )
         )
@@ -185,21 +205,21 @@ def _parse(signature_der: bytes) -> tuple[list[x509.Certificate], list[_SignerIn
 def _check_attributes(attrs: der.Element, content_digest: bytes) -> None:
     seen: dict[str, bytes] = {}
     for attribute in attrs.children():
-        oid_element, values = attribute.children()
-        value = values.children()[0]
+        oid_element, values = attribute.expect(der.SEQUENCE, "Attribute").fields("Attribute", 2, 2)
+        value = values.expect(der.SET, "AttributeValues").fields("AttributeValues", 1)[0]
         seen[oid_element.as_oid()] = value.raw
     if OID_CONTENT_TYPE not in seen or der.decode_one(seen[OID_CONTENT_TYPE]).as_oid() != OID_DATA:
         raise VerificationError("CMS signed attributes lack contentType id-data")
     if OID_MESSAGE_DIGEST not in seen:
         raise VerificationError("CMS signed attributes lack messageDigest")
-    if der.decode_one(seen[OID_MESSAGE_DIGEST]).content != content_digest:
+    digest = der.decode_one(seen[OID_MESSAGE_DIGEST]).expect(der.OCTET_STRING, "messageDigest")
+    if digest.content != content_digest:
         raise VerificationError("sw-description does not match its signature (message digest differs)")
 
 
 def _verify_signature(cert: x509.Certificate, info: _SignerInfo, data: bytes, hash_alg: hashes.HashAlgorithm) -> None:
     key = cert.public_key()
-    alg = info.signature_algorithm.children()
-    alg_oid = alg[0].as_oid()
+    alg_oid = info.signature_algorithm.fields("signatureAlgorithm", 1)[0].as_oid()
     try:
         if isinstance(key, rsa.RSAPublicKey) and (alg_oid == OID_RSA or _SIG_WITH_HASH.get(alg_oid) == "rsa"):
             key.verify(info.signature, data, padding.PKCS1v15(), hash_alg)

@@ -103,6 +103,14 @@ class Element:
             raise VerificationError(f"DER: tag 0x{self.tag:02x} is not constructed")
         return list(iter_elements(self.content))
 
+    def fields(self, what: str, at_least: int, at_most: int | None = None) -> list[Element]:
+        """The children of a structure that must have *at_least* (and at most *at_most*) of them."""
+        items = self.children()
+        if len(items) < at_least or (at_most is not None and len(items) > at_most):
+            expected = f"{at_least}" if at_most == at_least else f"{at_least}..{at_most if at_most is not None else ''}"
+            raise VerificationError(f"DER: {what} has {len(items)} fields, expected {expected}")
+        return items
+
     def expect(self, tag: int, what: str) -> Element:
         if self.tag != tag:
             raise VerificationError(f"DER: expected {what} (tag 0x{tag:02x}), found tag 0x{self.tag:02x}")
