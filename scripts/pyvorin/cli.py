@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .commands import bundle, delta, inspect, keys, sign, swdesc, verify
-from .errors import PyvorinError, VerificationError, describe_os_error
+from .errors import PyvorinError, UsageParser, VerificationError, describe_os_error, one_line
 
 COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, delta)
 
@@ -34,8 +34,7 @@ Run 'pyvorin COMMAND --help' for each command.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyvorin", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = UsageParser(prog="pyvorin", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"pyvorin {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
@@ -52,10 +51,10 @@ def main() -> None:
     try:
         code = pyvorin()
     except VerificationError as exc:
-        print(f"pyvorin: verification failed: {exc}", file=sys.stderr)
+        print(f"pyvorin: verification failed: {one_line(exc)}", file=sys.stderr)
         code = 1
     except PyvorinError as exc:
-        print(f"pyvorin: error: {exc}", file=sys.stderr)
+        print(f"pyvorin: error: {one_line(exc)}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("pyvorin: interrupted", file=sys.stderr)
@@ -66,7 +65,7 @@ def main() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 141
     except OSError as exc:
-        print(f"pyvorin: error: {describe_os_error(exc)}", file=sys.stderr)
+        print(f"pyvorin: error: {one_line(describe_os_error(exc))}", file=sys.stderr)
         code = 2
     sys.exit(code)
 

@@ -7,6 +7,9 @@ exit code and one line on stderr.  Every message names the thing that is wrong
 
 from __future__ import annotations
 
+import argparse
+from typing import NoReturn
+
 
 class PyvorinError(Exception):
     """Base class: a problem the user can fix (bad input, missing file, bad key)."""
@@ -37,3 +40,16 @@ def describe_os_error(exc: OSError) -> str:
     reason = exc.strerror or str(exc)
     names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
     return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
+def one_line(message: object) -> str:
+    """*message* as one printable line: a name or value from hostile input may
+    carry newlines or control characters, which are shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message))
+
+
+class UsageParser(argparse.ArgumentParser):
+    """Usage errors in one line too, naming where the help is (subcommands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see '{self.prog} --help')\n")

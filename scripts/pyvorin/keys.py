@@ -35,6 +35,13 @@ class Purpose(enum.Enum):
     CODE = "codeSigning"
 
 
+#: Certificate validity bounds: a day at least; at most 100 years, well inside
+#: X.509's GeneralizedTime and what any device clock will reach.
+MIN_DAYS, MAX_DAYS = 1, 36500
+#: X.509 names allow 64 characters; the longest common name adds 24 to it.
+MAX_ORGANIZATION = 40
+
+
 @dataclass(frozen=True)
 class KeyOptions:
     directory: Path
@@ -47,6 +54,16 @@ class KeyOptions:
     organization: str = "Pyvorin"
     days: int = 3650
     groups: tuple[str, ...] = ("swupdate", "tegra", "rpi")
+
+    def __post_init__(self) -> None:
+        if not MIN_DAYS <= self.days <= MAX_DAYS:
+            raise KeyError_(f"certificate validity of {self.days} days is outside {MIN_DAYS}..{MAX_DAYS}")
+        if not 1 <= len(self.organization) <= MAX_ORGANIZATION or not self.organization.isprintable():
+            raise KeyError_(f"organization {self.organization!r}: 1 to {MAX_ORGANIZATION} printable characters "
+                            "(it becomes part of every certificate's name)")
+        twice = sorted({g for g in self.groups if self.groups.count(g) > 1})
+        if twice:
+            raise KeyError_(f"key group {twice[0]!r} is listed twice")
 
 
 @dataclass(frozen=True)
@@ -302,9 +319,19 @@ def load_manifest(directory: Path) -> Manifest:
     try:
         data = json.loads(raw)
         entries = tuple(ManifestEntry(**entry) for entry in data["entries"])
-        return Manifest(entries=entries, created=data.get("created", ""), notes=tuple(data.get("notes", ())))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KeyError_(f"{path}: not a pyvorin key manifest ({exc})") from None
+        manifest = Manifest(entries=entries, created=data.get("created", ""), notes=tuple(data.get("notes", ())))
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise KeyError_(f"{path}: not a pyvorin key manifest ({exc})") from exc
+    # JSON gives any type anywhere: hold every field to its declared one.
+    for entry in manifest.entries:
+        for name, kind in ManifestEntry.__annotations__.items():
+            value = getattr(entry, name)
+            wanted = bool if kind == "bool" else str
+            if type(value) is not wanted:
+                raise KeyError_(f"{path}: entry {name} is {type(value).__name__}, not {wanted.__name__}")
+    if not isinstance(manifest.created, str) or not all(isinstance(note, str) for note in manifest.notes):
+        raise KeyError_(f"{path}: created and notes must be text")
+    return manifest
 
 
 def find_manifest(start: Path) -> Path | None:

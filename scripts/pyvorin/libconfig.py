@@ -128,10 +128,21 @@ def _unquote(literal: str) -> str:
     return "".join(out)
 
 
+#: Groups and lists nested deeper than this are refused: the parser recurses,
+#: and no sw-description needs more than a dozen levels.
+MAX_DEPTH = 64
+
+
 class _Parser:
     def __init__(self, text: str) -> None:
         self.toks = _tokens(text)
         self.i = 0
+        self.depth = 0
+
+    def nested(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _BundleError(f"sw-description: groups and lists nested deeper than {MAX_DEPTH} levels")
 
     def peek(self) -> tuple[str, str]:
         return self.toks[self.i] if self.i < len(self.toks) else ("eof", "")
@@ -170,10 +181,13 @@ class _Parser:
         if kind == "bool":
             return text.lower() == "true"
         if text == "{":
+            self.nested()
             group = self.settings("}")
             self.take("}")
+            self.depth -= 1
             return group
         if text in ("(", "["):
+            self.nested()
             close = ")" if text == "(" else "]"
             items = []
             while self.peek()[1] != close:
@@ -181,6 +195,7 @@ class _Parser:
                 if self.peek()[1] == ",":
                     self.i += 1
             self.take(close)
+            self.depth -= 1
             return items
         raise _BundleError(f"sw-description: unexpected {text!r}")
 

@@ -50,19 +50,44 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+#: Deeper nesting is no spec: refused before anything recursive sees it.
+MAX_DEPTH = 32
+
+
+def _check_depth(raw: bytes, path: Path) -> None:
+    """Walk the parser's events (iterative, unlike composing) and refuse deep nesting."""
+    depth = 0
+    for event in yaml.parse(raw, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                where = f"line {event.start_mark.line + 1}: " if event.start_mark else ""
+                raise SpecError(f"{path}: {where}nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def load_yaml(path: Path, what: str = "YAML file") -> Located:
     """Load a YAML file whose top level must be a mapping."""
     raw = read_bytes(path, what)
     try:
+        _check_depth(raw, path)
         data = yaml.load(raw, Loader=_Loader)
+    except yaml.reader.ReaderError as exc:
+        # A NUL, a control character or a byte that is not UTF-8.
+        raise SpecError(f"{path}: byte {exc.position}: not YAML text ({_one_line(exc.reason)})") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SpecError(f"{path}: {where}malformed YAML: {exc.problem}") from None
+        raise SpecError(f"{path}: {where}malformed YAML: {_one_line(exc.problem or '')}") from exc
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: malformed YAML: {exc}") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not UTF-8 text") from None
+        raise SpecError(f"{path}: malformed YAML: {_one_line(str(exc))}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text") from exc
     if not isinstance(data, Located):
         raise SpecError(f"{path}: the top level must be a mapping of keys")
     return data

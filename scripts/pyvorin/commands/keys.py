@@ -50,7 +50,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                       help="comma-separated key groups: swupdate, tegra, rpi (default all)")
     init.add_argument("--organization", default="Pyvorin", metavar="NAME",
                       help="organization name in the certificates")
-    init.add_argument("--days", type=int, default=3650, help="certificate validity in days (default 3650)")
+    init.add_argument("--days", type=int, default=3650,
+                      help=f"certificate validity in days, {keys.MIN_DAYS}..{keys.MAX_DAYS} (default 3650)")
     init.add_argument("--force", action="store_true", help="overwrite existing key files")
     init.set_defaults(func=run_init)
     show = sub.add_parser("show", help="print fingerprints from DIR/manifest.json",

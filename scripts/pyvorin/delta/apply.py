@@ -58,6 +58,8 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
                 bspatch: str = "bspatch") -> Header:
     """Rebuild the new image on ``target`` from ``source`` (never written to)."""
     header = check_delta(delta)
+    if workdir is not None and not workdir.is_dir():
+        raise DeltaError(f"work directory {workdir} is not a directory")
     if shutil.which(bspatch) is None:
         raise DeltaError(f"{bspatch} not found: it applies the delta's bsdiff windows")
     _check_slots(source, target)

@@ -153,8 +153,13 @@ def read_header(reader: _HashingReader) -> Header:
     try:
         fields = json.loads(reader.read(size))
         header = Header(**fields)
-    except (ValueError, TypeError) as exc:
-        raise DeltaError(f"delta header is malformed: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise DeltaError(f"delta header is malformed: {exc}") from exc
+    for name, kind in (("block_size", int), ("old_size", int), ("new_size", int), ("op_count", int),
+                       ("old_sha256", str), ("new_sha256", str)):
+        value = getattr(header, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DeltaError(f"delta header field {name} is {type(value).__name__}, not {kind.__name__}")
     if min(header.block_size, header.old_size + 1, header.new_size + 1, header.op_count + 1) <= 0:
         raise DeltaError("delta header has impossible sizes")
     return header
