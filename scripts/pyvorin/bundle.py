@@ -16,12 +16,13 @@ from pathlib import Path
 from . import aes
 from .archive import SIGNATURE, SW_DESCRIPTION, open_bundle
 from .cpio import MAX_SIZE, CpioWriter, member_chunks
-from .errors import BundleError, PyvorinError, SpecError
+from .errors import BundleError, PyvorinError, SpecError, VerificationError
 from .fsutil import atomic_output
 from .hashing import Digest, byte_sum, digest_chunks, digest_file, file_chunks, sha256_file
 from .signing import SigningOptions, sign_content
 from .spec import COMPRESSION_MAGIC, Artifact, Compression, ImageType, ReleaseSpec, Script
 from .swdesc import PayloadInfo, render_sw_description
+from .verify import check_contents
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,12 @@ def sign_bundle(source: Path, output: Path, signing: SigningOptions, *, replace:
     with open_bundle(source) as bundle:
         if bundle.signature is not None and not replace:
             raise BundleError(f"{source}: bundle is already signed (use --replace to sign it again)")
+        # Sign only what the device would install: sw-description parses and
+        # names every member with its sha256 (the images are read once more).
+        try:
+            check_contents(bundle, source)
+        except VerificationError as exc:
+            raise BundleError(f"refusing to sign: {exc}") from exc
         signature = sign_content(bundle.sw_description, signing)
         fd = bundle.handle.fileno()
         with atomic_output(output) as handle:

@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 
 from . import cms
-from .archive import image_hashes, open_bundle
+from .archive import OpenBundle, image_hashes, open_bundle
 from .cpio import member_chunks
 from .errors import KeyError_, VerificationError
 from .hashing import digest_chunks
@@ -70,27 +70,33 @@ def verify_bundle(path: Path, options: VerifyOptions) -> Report:
             signer = "unsigned"
         else:
             signer = check_signature(bundle.sw_description, bundle.signature, options)
-        description = bundle.description()
-        software = description.get("software")
-        if not isinstance(software, dict):
-            raise VerificationError(f"{path}: sw-description has no 'software' group")
-        expected = image_hashes(description)
-        reports = []
-        for member in bundle.payloads:
-            if member.name not in expected:
-                raise VerificationError(f"{path}: member {member.name!r} is not referenced by sw-description")
-            digest = digest_chunks(member_chunks(bundle.handle, member))
-            if member.crc and digest.cpio_sum != member.checksum:
-                raise VerificationError(f"{path}: member {member.name!r} fails its cpio checksum (corrupted)")
-            stated = expected[member.name]
-            if None in stated:
-                raise VerificationError(f"{path}: sw-description gives no sha256 for {member.name!r}")
-            if stated != {digest.sha256}:
-                raise VerificationError(f"{path}: member {member.name!r} does not match its sha256 in sw-description")
-            reports.append(MemberReport(member.name, member.size, digest.sha256))
-        present = {m.name for m in bundle.payloads}
-        missing = sorted(set(expected) - present)
-        if missing:
-            raise VerificationError(f"{path}: sw-description references {missing[0]!r}, which the bundle lacks")
-        version = software.get("version")
-        return Report(str(version) if version is not None else "", signer, tuple(reports))
+        version, reports = check_contents(bundle, path)
+        return Report(version, signer, reports)
+
+
+def check_contents(bundle: OpenBundle, path: Path) -> tuple[str, tuple[MemberReport, ...]]:
+    """sw-description parses, and every member is referenced with its sha256 and present: all but the signature."""
+    description = bundle.description()
+    software = description.get("software")
+    if not isinstance(software, dict):
+        raise VerificationError(f"{path}: sw-description has no 'software' group")
+    expected = image_hashes(description)
+    reports = []
+    for member in bundle.payloads:
+        if member.name not in expected:
+            raise VerificationError(f"{path}: member {member.name!r} is not referenced by sw-description")
+        digest = digest_chunks(member_chunks(bundle.handle, member))
+        if member.crc and digest.cpio_sum != member.checksum:
+            raise VerificationError(f"{path}: member {member.name!r} fails its cpio checksum (corrupted)")
+        stated = expected[member.name]
+        if None in stated:
+            raise VerificationError(f"{path}: sw-description gives no sha256 for {member.name!r}")
+        if stated != {digest.sha256}:
+            raise VerificationError(f"{path}: member {member.name!r} does not match its sha256 in sw-description")
+        reports.append(MemberReport(member.name, member.size, digest.sha256))
+    present = {m.name for m in bundle.payloads}
+    missing = sorted(set(expected) - present)
+    if missing:
+        raise VerificationError(f"{path}: sw-description references {missing[0]!r}, which the bundle lacks")
+    version = software.get("version")
+    return str(version) if version is not None else "", tuple(reports)
