@@ -121,6 +121,8 @@ def load(path: Path) -> Config:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes first and lets this through
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return parse(raw, path)
 
 
