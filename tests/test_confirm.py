@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +30,20 @@ CONFIRM_THRESHOLD = 30
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
+    """The agent's two documents: /ready decides, /health (hot, full, busy) must not."""
+
     status = 200
-    body = b'{"status": "healthy", "alerts": []}'
+    body = b'{"ready": true, "checks": {"config": "ok"}}'
+    health_status = 503
+    health_body = b'{"status": "unhealthy", "alerts": ["thermal_celsius", "disk_percent"]}'
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
-        self.send_response(self.status if self.path == "/health" else 404)
+        status, body = {"/ready": (self.status, self.body),
+                        "/health": (self.health_status, self.health_body)}.get(self.path, (404, b"{}"))
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(self.body)
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
         pass
@@ -49,7 +56,7 @@ def agent() -> Iterator[type[_Health]]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    handler.url = f"http://127.0.0.1:{server.server_address[1]}/health"  # type: ignore[attr-defined]
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}/ready"  # type: ignore[attr-defined]
     yield handler
     server.shutdown()
     server.server_close()
@@ -95,13 +102,16 @@ def make_env(tmp_path: Path, values: Mapping[str, str]) -> Env:
     return Env(config)
 
 
-def confirm(tmp_path: Path, env: Env, url: str, timeout: int = 3) -> subprocess.CompletedProcess[str]:
+def confirm(tmp_path: Path, env: Env, url: str, timeout: int = 3, hooks: Path | None = None,
+            hook_timeout: int = 5) -> subprocess.CompletedProcess[str]:
     runtime = tmp_path / "run"
     runtime.mkdir(exist_ok=True)
     variables = {**device_tools(), "RUNTIME_DIRECTORY": str(runtime),
                  "PYVORIN_CONFIRM_URL": url, "PYVORIN_CONFIRM_TIMEOUT": str(timeout),
                  "PYVORIN_CONFIRM_INTERVAL": "1", "PYVORIN_CONFIRM_BOOTLOADER": "uboot",
-                 "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config)}
+                 "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config),
+                 "PYVORIN_CONFIRM_HOOKS": str(hooks or tmp_path / "no-hooks"),
+                 "PYVORIN_CONFIRM_HOOK_TIMEOUT": str(hook_timeout)}
     return subprocess.run(["/bin/sh", SCRIPT], env=variables, capture_output=True, text=True, timeout=60,
                           check=False)
 
@@ -118,15 +128,54 @@ def test_healthy_agent_confirms_the_slot_on_trial(tmp_path: Path, env: Env, agen
     assert (tmp_path / "run/confirm.env").read_text().split() == ["upgrade_available=0", "bootcount=0", "ustate=0"]
 
 
-@pytest.mark.parametrize("status,body", [(503, b'{"status": "unhealthy"}'), (200, b'{"status": "unhealthy"}'),
-                                         (200, b"not json")])
-def test_unhealthy_agent_leaves_the_trial_running(tmp_path: Path, env: Env, agent: type[_Health], status: int,
+@pytest.mark.parametrize("status,body", [(503, b'{"ready": false}'), (200, b'{"ready": false}'),
+                                         (200, b'{"status": "healthy"}'), (200, b"not json")])
+def test_an_agent_not_ready_leaves_the_trial_running(tmp_path: Path, env: Env, agent: type[_Health], status: int,
                                                   body: bytes) -> None:
     agent.status, agent.body = status, body
     env = make_env(tmp_path, ON_TRIAL)
     result = confirm(tmp_path, env, agent.url, timeout=2)  # type: ignore[attr-defined]
     assert result.returncode == 1
     assert "slot left unconfirmed" in result.stderr
+    assert env.read() == ON_TRIAL
+
+
+def test_an_unhealthy_but_ready_agent_confirms(tmp_path: Path, env: Env, agent: type[_Health]) -> None:
+    """Hot, full and busy (/health 503): the release works, so the slot is kept."""
+    env = make_env(tmp_path, ON_TRIAL)
+    result = confirm(tmp_path, env, agent.url)  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    assert env.read()["upgrade_available"] == "0"
+
+
+def _hooks(tmp_path: Path, **scripts: str) -> Path:
+    directory = tmp_path / "ready.d"
+    directory.mkdir()
+    for name, body in scripts.items():
+        hook = directory / name
+        hook.write_text("#!/bin/sh\n" + body + "\n")
+        hook.chmod(0o755)
+    (directory / "not-executable").write_text("#!/bin/sh\nexit 1\n")
+    return directory
+
+
+def test_passing_hooks_confirm(tmp_path: Path, env: Env, agent: type[_Health]) -> None:
+    env = make_env(tmp_path, ON_TRIAL)
+    hooks = _hooks(tmp_path, **{"10-app": f"touch {tmp_path}/app-ran", "20-db": "exit 0"})
+    result = confirm(tmp_path, env, agent.url, hooks=hooks)  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "app-ran").exists() and env.read()["upgrade_available"] == "0"
+
+
+@pytest.mark.parametrize("body,reason", [("exit 3", "hook 20-app failed"), ("sleep 30", "ran over 1s")])
+def test_a_failing_or_hanging_hook_leaves_the_trial_running(tmp_path: Path, env: Env, agent: type[_Health],
+                                                             body: str, reason: str) -> None:
+    env = make_env(tmp_path, ON_TRIAL)
+    hooks = _hooks(tmp_path, **{"10-ok": "exit 0", "20-app": body})
+    started = time.monotonic()
+    result = confirm(tmp_path, env, agent.url, timeout=2, hooks=hooks, hook_timeout=1)  # type: ignore[attr-defined]
+    assert result.returncode == 1 and reason in result.stderr, result.stderr
+    assert time.monotonic() - started < 20, "a hanging hook held the confirmation"
     assert env.read() == ON_TRIAL
 
 
@@ -225,8 +274,8 @@ def test_apparmor_profile_allows_every_program_the_script_runs() -> None:
     assert "owner /run/pyvorin-confirm/* rw," in text
 
 
-def test_tegra_mode_waits_for_health_before_nvbootctrl(tmp_path: Path, agent: type[_Health]) -> None:
-    """No Jetson here: with no nvbootctrl on PATH the call fails, but only after a healthy answer."""
+def test_tegra_mode_waits_for_readiness_before_nvbootctrl(tmp_path: Path, agent: type[_Health]) -> None:
+    """No Jetson here: with no nvbootctrl on PATH the call fails, but only after a ready answer."""
     require("curl")
     runtime = tmp_path / "run"
     runtime.mkdir()

@@ -1,9 +1,9 @@
-SUMMARY = "Confirms the running A/B slot once the edge agent is healthy"
+SUMMARY = "Confirms the running A/B slot once the edge agent is ready"
 DESCRIPTION = "A oneshot systemd service that waits (bounded) for the edge \
-               agent's /health, then marks the running slot good: clears \
+               agent's /ready and the product's readiness hooks, then marks the running slot good: clears \
                upgrade_available and bootcount in the U-Boot environment \
                (Raspberry Pi) or runs nvbootctrl verify (Jetson). Without a \
-               healthy agent it reboots, so the bootloader's boot counter falls \
+               ready agent it reboots, so the bootloader's boot counter falls \
                back to the previous slot. Also arms the hardware watchdog \
                (systemd RuntimeWatchdogSec)."
 HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"

@@ -8,6 +8,7 @@ agent that is stuck anywhere."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pyvorin_edge_agent import __version__, health
+from pyvorin_edge_agent import __version__, db, health
 from pyvorin_edge_agent.config import Config
 from pyvorin_edge_agent.errors import StorageError
 from pyvorin_edge_agent.health import CloudState, Snapshot
@@ -60,11 +61,20 @@ class Agent:
         self._snapshot: Snapshot | None = None
         self._alerts: frozenset[str] = frozenset()
         self._last_prune = 0.0
+        self._components = health.Components()
+        self._uploader: Uploader | None = None
 
     def health_document(self) -> dict[str, Any]:
         interval = self._config.agent.sample_interval
         return health.document(self._snapshot, self._config.thresholds, time.time(), self._started,
                                stale_after=3 * interval + 5)
+
+    def ready_document(self) -> dict[str, Any]:
+        interval = self._config.agent.sample_interval
+        uploader = self._uploader
+        components = dataclasses.replace(self._components,
+                                         uploader_alive=None if uploader is None else uploader.alive())
+        return health.readiness(self._snapshot, components, time.time(), stale_after=3 * interval + 5)
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self._stop.set()
@@ -76,23 +86,30 @@ class Agent:
         edge_store = EdgeStore(config.data_dir)
         queue = SyncQueue(config.data_dir)
         queue.release_all()
+        # A release whose migration broke the databases must not be confirmed.
+        self._components = health.Components(
+            storage_problems=tuple(db.quick_problems(edge_store.conn) + db.quick_problems(queue.conn)))
+        if self._components.storage_problems:
+            self._log.error("storage_check_failed", problems=list(self._components.storage_problems[:5]))
         uploader: Uploader | None = None
         try:
             sampler = Sampler(config.metrics.proc_stat, config.metrics.proc_meminfo, config.thermal_zone,
                               config.disk_path)
-            endpoint = HttpEndpoint(config.http.host, config.http.port, self.health_document, self._log)
+            endpoint = HttpEndpoint(config.http.host, config.http.port, self.health_document, self._log,
+                                    ready=self.ready_document)
             if config.cloud.url:
                 uploader = Uploader(config.data_dir, config.cloud.url, config.device_id, config.cloud.batch_size,
                                     config.cloud.interval, config.cloud.lease_seconds, config.cloud.timeout,
                                     self._log)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self.request_stop)
-            edge_store.add_event("started", {"version": __version__, "pid": os.getpid()})
+            self._store_event(edge_store, "started", {"version": __version__, "pid": os.getpid()})
             # One sample before READY=1: /health has real numbers the moment systemd says we are up.
             self._sample(sampler, edge_store, queue, uploader)
             endpoint.start()
             if uploader is not None:
                 uploader.start()
+                self._uploader = uploader
             host, port = endpoint.address
             self._log.info("listening", host=host, port=port, version=__version__, data_dir=str(config.data_dir),
                            cloud=bool(config.cloud.url), watchdog_interval=self._notifier.watchdog_interval)

@@ -1,6 +1,15 @@
-"""From a sample to a verdict: which thresholds are exceeded, and the /health
-document.  Pure functions on frozen data, shared by the HTTP thread and the
-main loop without locks."""
+"""From a sample to a verdict: which thresholds are exceeded and the /health
+document (monitoring), and whether this agent works at all, the /ready
+document (what an update is confirmed on).  Pure functions on frozen data,
+shared by the HTTP thread and the main loop without locks.
+
+The two answer different questions. /health says whether the device is
+inside its operating limits: a hot enclosure, a full /data or a backlog after
+a day offline make it unhealthy, and a fleet should see that. /ready says
+whether this software works on this slot: configuration loaded, databases
+open and structurally sound, the sampler producing fresh samples, the HTTP
+endpoint serving and, with a cloud URL, the uploader running. Only a broken
+release is not ready; the weather never decides whether a slot is kept."""
 
 from __future__ import annotations
 
@@ -75,3 +84,34 @@ def document(snapshot: Snapshot | None, limits: Thresholds, now: float, started:
         },
         "thresholds": asdict(limits),
     }
+
+
+@dataclass(frozen=True)
+class Components:
+    """What the running agent knows about its own machinery."""
+
+    #: Problems PRAGMA quick_check reported for the databases at start.
+    storage_problems: tuple[str, ...] = ()
+    #: None when no cloud URL is configured.
+    uploader_alive: bool | None = None
+
+
+def readiness(snapshot: Snapshot | None, components: Components, now: float, stale_after: float) -> dict[str, Any]:
+    """The /ready JSON: every check "ok" or the reason it is not. Environmental
+    alerts (thresholds, unreadable metric sources) are not checks."""
+    checks: dict[str, str] = {"config": "ok", "http": "ok"}  # loaded before start; serving this answer
+    if components.storage_problems:
+        checks["storage"] = f"quick_check: {components.storage_problems[0]}"
+    elif snapshot is not None and "storage_error" in snapshot.errors:
+        checks["storage"] = "the last sample could not be committed"
+    else:
+        checks["storage"] = "ok"
+    if snapshot is None:
+        checks["sampler"] = "no sample yet"
+    elif now - snapshot.taken_at > stale_after:
+        checks["sampler"] = f"last sample {round(now - snapshot.taken_at, 1)} s old"
+    else:
+        checks["sampler"] = "ok"
+    if components.uploader_alive is not None:
+        checks["uploader"] = "ok" if components.uploader_alive else "the uploader thread is not running"
+    return {"ready": all(value == "ok" for value in checks.values()), "checks": checks, "version": __version__}

@@ -1,5 +1,5 @@
-"""The loopback HTTP endpoints: GET /health (JSON) and GET /metrics
-(Prometheus text).  Handlers only read the latest frozen snapshot, so a slow
+"""The loopback HTTP endpoints: GET /health (JSON, monitoring), GET /ready
+(JSON, what an update is confirmed on) and GET /metrics (Prometheus text).  Handlers only read the latest frozen snapshot, so a slow
 client can never hold up sampling or the database."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class _Server(ThreadingHTTPServer):
     # The stdlib default (SO_REUSEADDR) is fine: it lets a restart rebind at once, and
     # Linux still refuses the bind while another socket listens on the port.
     health: HealthSource
+    ready: HealthSource
     log: JsonLog
 
 
@@ -45,6 +46,10 @@ class _Handler(BaseHTTPRequestHandler):
             # 503 lets a plain `curl -f` (the OTA confirmation) act on the verdict.
             self._send(200 if doc["status"] == "healthy" else 503, "application/json",
                        json.dumps(doc, sort_keys=True).encode() + b"\n")
+        elif path == "/ready":
+            doc = self.server.ready()
+            self._send(200 if doc["ready"] else 503, "application/json",
+                       json.dumps(doc, sort_keys=True).encode() + b"\n")
         elif path == "/metrics":
             self._send(200, prometheus.CONTENT_TYPE, prometheus.render(self.server.health()).encode())
         else:
@@ -65,7 +70,8 @@ class _Handler(BaseHTTPRequestHandler):
 class HttpEndpoint:
     """Binds at construction (so "port in use" is a start-up error), serves in a thread."""
 
-    def __init__(self, host: str, port: int, health: HealthSource, log: JsonLog) -> None:
+    def __init__(self, host: str, port: int, health: HealthSource, log: JsonLog,
+                 ready: HealthSource | None = None) -> None:
         cls = _Server6 if ":" in host else _Server
         try:
             self._server = cls((host, port), _Handler)
@@ -73,6 +79,7 @@ class HttpEndpoint:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             raise AgentError(f"cannot listen on {host}:{port}: {reason}") from None
         self._server.health = health
+        self._server.ready = ready or (lambda: {"ready": False, "checks": {"agent": "no readiness source"}})
         self._server.log = log
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
