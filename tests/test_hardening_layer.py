@@ -1,18 +1,19 @@
 """Static rules for the hardening content of the layer: everything is gated by
 the pyvorin-hardening distro feature, every shipped file is used, and the
-kernel bbappends name recipes the pinned BSP layers really have (checked when
-clones of them are around: PYVORIN_LAYERS or ../layers, as the layer gate)."""
+kernel bbappends name recipes the pinned BSP layers really have (checked against
+the pinned snapshot's clones, the ones the layer gate parses)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
+import layer_gate
+
+from helpers import ROOT, unavailable
 
 LAYER = ROOT / "meta-pyvorin"
 RECIPES = {
@@ -49,11 +50,13 @@ def test_kernel_append_gates_on_hardening(append: Path) -> None:
 
 @pytest.mark.parametrize("append", sorted(KERNEL_APPENDS), ids=lambda p: p.name)
 def test_kernel_append_matches_a_recipe_of_the_pinned_bsp(append: Path) -> None:
-    layers = Path(os.environ.get("PYVORIN_LAYERS") or ROOT.parent / "layers")
+    try:
+        layers = layer_gate.layers()  # the pinned snapshot's clones, as the gate uses them
+    except (layer_gate.GateError, OSError) as exc:
+        unavailable(f"the pinned layers are not available: {exc}")
     bsp, subdir, recipe = KERNEL_APPENDS[append]
     directory = layers / bsp / subdir
-    if not directory.is_dir():
-        pytest.skip(f"no clone of {bsp} in {layers} (set PYVORIN_LAYERS)")
+    assert directory.is_dir(), f"the pinned {bsp} has no {subdir}"
     pattern = re.compile(rf"^{re.escape(recipe)}_[\d.]+\.bb$")
     assert any(pattern.match(p.name) for p in directory.iterdir()), f"no {recipe}_<version>.bb in {directory}"
     assert append.name == f"{recipe}_%.bbappend"
