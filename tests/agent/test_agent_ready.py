@@ -24,15 +24,19 @@ def ready(agent) -> tuple[int, dict]:  # type: ignore[no-untyped-def, type-arg]
 
 def test_every_environmental_alert_leaves_the_agent_ready(tmp_path: Path, sources: Sources,
                                                           start_agent: AgentStarter) -> None:
+    # The uplink is down (nothing listens on the discard port): telemetry backs up
+    # past a queue limit of 1, the uploader keeps trying.
     config = write_config(tmp_path / "config.toml", tmp_path / "data", sources,
-                          extra="\n[thresholds]\ndisk_percent = 0.001\n")
+                          extra="\n[thresholds]\ndisk_percent = 0.001\nqueue_depth = 1\n"
+                                "\n[cloud]\nurl = \"http://127.0.0.1:9/ingest\"\ninterval = 0.5\ntimeout = 0.5\n")
     agent = start_agent(config)
     sources.write(busy=100 + 950, idle=900 + 50, millicelsius=96000)  # 95 % busy, 96 °C
-    doc = agent.wait_health(lambda d: {"cpu_percent", "thermal_celsius", "disk_percent"} <= set(d["alerts"]))
+    everything = {"cpu_percent", "thermal_celsius", "disk_percent", "queue_depth"}
+    doc = agent.wait_health(lambda d: everything <= set(d["alerts"]))
     assert doc["status"] == "unhealthy" and agent.get("/health")[0] == 503
     status, body = ready(agent)
     assert status == 200 and body["ready"] is True, body
-    assert body["checks"] == {"config": "ok", "http": "ok", "storage": "ok", "sampler": "ok"}
+    assert body["checks"] == {"config": "ok", "http": "ok", "storage": "ok", "sampler": "ok", "uploader": "ok"}
 
     sources.thermal.unlink()  # the thermal driver is gone on this kernel: monitoring's problem
     agent.wait_health(lambda d: "thermal_celsius_unavailable" in d["alerts"])
