@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from test_hardening_systemd import Root, exposure, verify
 
@@ -295,3 +297,43 @@ def test_device_scripts_parse_as_posix_sh(script: Path) -> None:
     require("dash")
     result = subprocess.run(["dash", "-n", script], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+SETTING_VALUES = ["1", "2", "0", "-1", "abc", "", "1e3", "99999999999999999999", " 1", "1;reboot", "$(id)"]
+READY_BODIES = [b'{"ready": true}', b'{"ready":true}', b'{"ready": false}', b'{"ready": "true"}', b"",
+                b'{"status": "healthy"}', b"\x00\xff", b'{"ready": true' + b" " * 100_000 + b"}",
+                b'{"ready": false, "x": "\\"ready\\": true"}']
+
+
+@settings(max_examples=25, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(timeout=st.sampled_from([v for v in SETTING_VALUES if v]), interval=st.sampled_from(SETTING_VALUES),
+       hook_timeout=st.sampled_from(SETTING_VALUES), status=st.sampled_from([200, 503, 404, 500]),
+       body=st.sampled_from(READY_BODIES), bootloader=st.sampled_from(["uboot", "grub", "", "uboot;reboot"]))
+def test_hostile_settings_and_answers_end_bounded_and_never_confirm_wrongly(
+        tmp_path_factory: pytest.TempPathFactory, env: Env, agent: type[_Health], timeout: str, interval: str,
+        hook_timeout: str, status: int, body: bytes, bootloader: str) -> None:
+    """Whatever the settings file and the agent say: exit 0 or 1 within the bound, every stderr line
+    the script's own, and the trial ends only on a 200 that says ready under valid settings."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    agent.status, agent.body = status, body
+    env = make_env(tmp, ON_TRIAL)
+    (tmp / "run").mkdir()
+    variables = {**device_tools(), "RUNTIME_DIRECTORY": str(tmp / "run"), "PYVORIN_CONFIRM_URL": agent.url,  # type: ignore[attr-defined]
+                 "PYVORIN_CONFIRM_TIMEOUT": timeout, "PYVORIN_CONFIRM_INTERVAL": interval,
+                 "PYVORIN_CONFIRM_HOOK_TIMEOUT": hook_timeout, "PYVORIN_CONFIRM_BOOTLOADER": bootloader,
+                 "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config), "PYVORIN_CONFIRM_HOOKS": str(tmp / "none")}
+    result = subprocess.run(["/bin/sh", SCRIPT], env=variables, capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert result.returncode in (0, 1), result
+    assert all(line.startswith("pyvorin-confirm: ") for line in result.stderr.splitlines()), result.stderr
+    # An empty setting means its default (interval 5, hook timeout 30; timeout is never empty here).
+    interval, hook_timeout = interval or "5", hook_timeout or "30"
+    valid = (all(v.isdigit() and len(v) <= 5 for v in (timeout, interval, hook_timeout)) and int(interval) >= 1
+             and bootloader in ("uboot", ""))
+    says_ready = status == 200 and body in (b'{"ready": true}', b'{"ready":true}') or body.startswith(b'{"ready": true ')
+    if result.returncode == 0:
+        assert valid and says_ready, result.stderr
+        assert env.read()["upgrade_available"] == "0"
+    else:
+        assert env.read() == ON_TRIAL
