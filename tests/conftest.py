@@ -151,3 +151,14 @@ def device_swupdate() -> None:
 
     if reason := swupdate_available():
         unavailable(f"the device's swupdate cannot run here: {reason}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the BitBake gate at once when it is selected: its minutes of
+    parsing and dry runs overlap the rest of the suite (tests/layer_gate.py)."""
+    if not any(item.get_closest_marker("gate") for item in session.items):
+        return
+    import layer_gate
+
+    if not layer_gate.missing_prerequisites():
+        layer_gate.start_in_background()

@@ -35,7 +35,7 @@ def gate(machine: str) -> layer_gate.GateRun:
     """One gate run per machine and session, shared by the tests below."""
     if machine not in _runs:
         try:
-            _runs[machine] = layer_gate.run(machine)
+            _runs[machine] = layer_gate.result(machine)
         except layer_gate.GateError as exc:
             _runs[machine] = exc
     outcome = _runs[machine]
