@@ -22,3 +22,12 @@ def test_ruff() -> None:
     if "No module named ruff" in result.stderr:
         require("ruff-not-installed")
     assert result.returncode == 0, result.stdout
+
+
+def test_errors_keep_their_cause() -> None:
+    """``raise ... from None`` hides why a user-facing error happened from anyone who debugs it;
+    main() prints one line either way, so every raise keeps its cause."""
+    roots = [ROOT / "scripts/pyvorin", ROOT / "meta-pyvorin"]
+    hidden = [f"{path.relative_to(ROOT)}:{number}" for root in roots for path in sorted(root.rglob("*.py"))
+              for number, line in enumerate(path.read_text().splitlines(), 1) if line.rstrip().endswith("from None")]
+    assert hidden == []

@@ -32,8 +32,8 @@ class OpenBundle:
     def description(self) -> dict[str, object]:
         try:
             text = self.sw_description.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BundleError(f"{self.path}: sw-description is not UTF-8 text") from None
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"{self.path}: sw-description is not UTF-8 text") from exc
         return libconfig.parse(text)
 
 
@@ -42,16 +42,16 @@ def open_bundle(path: Path) -> Iterator[OpenBundle]:
     """Open and index a bundle; sw-description must come first, as SWUpdate reads it."""
     try:
         handle = open(path, "rb")
-    except FileNotFoundError:
-        raise PyvorinError(f"{path}: bundle not found") from None
+    except FileNotFoundError as exc:
+        raise PyvorinError(f"{path}: bundle not found") from exc
     except OSError as exc:
-        raise PyvorinError(f"{path}: cannot read bundle: {exc.strerror or exc}") from None
+        raise PyvorinError(f"{path}: cannot read bundle: {exc.strerror or exc}") from exc
     with handle:
         size = Path(path).stat().st_size
         try:
             members = tuple(cpio.iter_members(handle, size))
         except BundleError as exc:
-            raise BundleError(f"{path}: {exc}") from None
+            raise BundleError(f"{path}: {exc}") from exc
         if not members or members[0].name != SW_DESCRIPTION:
             raise BundleError(f"{path}: first member must be {SW_DESCRIPTION} (SWUpdate reads it first)")
         names = [m.name for m in members]

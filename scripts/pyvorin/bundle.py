@@ -57,7 +57,7 @@ def _check_source(spec: ReleaseSpec, item: Artifact | Script) -> None:
         try:
             check_delta(item.source)
         except PyvorinError as exc:
-            raise SpecError(f"{spec.path}: artifact {item.name!r}: {item.source}: {exc}") from None
+            raise SpecError(f"{spec.path}: artifact {item.name!r}: {item.source}: {exc}") from exc
     if isinstance(item, Artifact) and item.compressed is not Compression.NONE:
         with open(item.source, "rb") as handle:
             head = handle.read(4)
@@ -102,8 +102,8 @@ def cpio_mtime() -> int:
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "0")
     try:
         return max(0, int(epoch))
-    except ValueError:
-        raise BundleError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
+    except ValueError as exc:
+        raise BundleError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from exc
 
 
 def write_bundle(

@@ -167,7 +167,7 @@ def _parse(signature_der: bytes) -> tuple[list[x509.Certificate], list[_SignerIn
                         loaded.public_key()
                     certificates.append(loaded)
                 except (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion, Warning) as exc:
-                    raise VerificationError(f"CMS signature holds a malformed certificate: {exc}") from None
+                    raise VerificationError(f"CMS signature holds a malformed certificate: {exc}") from exc
     infos = []
     for info in infos_element.children():
         fields = info.expect(der.SEQUENCE, "SignerInfo").children()
@@ -229,8 +229,8 @@ def _verify_signature(cert: x509.Certificate, info: _SignerInfo, data: bytes, ha
             key.verify(info.signature, data, ec.ECDSA(hash_alg))
         else:
             raise VerificationError(f"unsupported CMS signature algorithm {alg_oid} for this key")
-    except InvalidSignature:
-        raise VerificationError("CMS signature is invalid (signed with another key, or altered)") from None
+    except InvalidSignature as exc:
+        raise VerificationError("CMS signature is invalid (signed with another key, or altered)") from exc
 
 
 def _check_purpose(cert: x509.Certificate, purpose: str) -> None:

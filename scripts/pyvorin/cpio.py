@@ -163,8 +163,8 @@ def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
             raise BundleError(f"cpio member at offset {offset}: malformed name")
         try:
             name = raw_name[:-1].decode()
-        except UnicodeDecodeError:
-            raise BundleError(f"cpio member at offset {offset}: name is not UTF-8") from None
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"cpio member at offset {offset}: name is not UTF-8") from exc
         data_offset = offset + HEADER_LEN + namesize + _pad(HEADER_LEN + namesize)
         if name == TRAILER:
             return

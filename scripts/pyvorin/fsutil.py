@@ -60,10 +60,10 @@ def atomic_output(
         else:
             try:
                 os.link(tmp, path)
-            except FileExistsError:
+            except FileExistsError as exc:
                 raise PyvorinError(
                     f"{path}: already exists (refusing to overwrite; use --force)"
-                ) from None
+                ) from exc
             tmp.unlink()
     except BaseException:
         with contextlib.suppress(OSError):
@@ -115,9 +115,9 @@ def read_bytes(path: Path, what: str = "file") -> bytes:
     """Read a small file (a key, a certificate, a spec) with a clear error."""
     try:
         return Path(path).read_bytes()
-    except IsADirectoryError:
-        raise PyvorinError(f"{path}: is a directory, expected a {what}") from None
+    except IsADirectoryError as exc:
+        raise PyvorinError(f"{path}: is a directory, expected a {what}") from exc
     except OSError as exc:
         if exc.errno == errno.ENOENT:
-            raise PyvorinError(f"{path}: {what} not found") from None
-        raise PyvorinError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+            raise PyvorinError(f"{path}: {what} not found") from exc
+        raise PyvorinError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc

@@ -110,16 +110,16 @@ def load_private_key(path: Path, passphrase: bytes | None) -> rsa.RSAPrivateKey 
         except TypeError as exc:
             text = str(exc)
             if "encrypted" in text and passphrase is None:
-                raise KeyError_(f"{path}: key is passphrase-protected; pass --passphrase-file") from None
+                raise KeyError_(f"{path}: key is passphrase-protected; pass --passphrase-file") from exc
             if "not encrypted" in text:
-                raise KeyError_(f"{path}: key is not encrypted but a passphrase was given") from None
+                raise KeyError_(f"{path}: key is not encrypted but a passphrase was given") from exc
             last = exc
         except (ValueError, UnsupportedAlgorithm) as exc:
             last = exc
     else:
         if passphrase is not None and b"ENCRYPTED" in data:
-            raise KeyError_(f"{path}: wrong passphrase for this key") from None
-        raise KeyError_(f"{path}: not a private key in PEM or DER form ({last})") from None
+            raise KeyError_(f"{path}: wrong passphrase for this key") from last
+        raise KeyError_(f"{path}: not a private key in PEM or DER form ({last})") from last
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise KeyError_(f"{path}: {type(key).__name__.lstrip('_')} keys cannot sign SWUpdate bundles; use RSA or EC")
     return key
@@ -134,10 +134,10 @@ class Pkcs11Signer:
     def __init__(self, uri: pkcs11uri.Pkcs11Uri) -> None:
         try:
             import pkcs11
-        except ImportError:
+        except ImportError as exc:
             raise KeyError_(
                 "PKCS#11 keys need the python-pkcs11 package: pip install 'pyvorin[pkcs11]'"
-            ) from None
+            ) from exc
         self._pkcs11 = pkcs11
         self.uri = uri
         module = uri.query.get("module-path") or os.environ.get("PYVORIN_PKCS11_MODULE")
@@ -168,13 +168,13 @@ class Pkcs11Signer:
                     " (no PIN given, and private keys are only visible after login: "
                     "add pin-source=... or set PYVORIN_PKCS11_PIN)"
                 )
-                raise KeyError_(f"{uri.redacted()}: no private key matches the URI{hint}") from None
+                raise KeyError_(f"{uri.redacted()}: no private key matches the URI{hint}") from exc
             if isinstance(exc, pkcs11.MultipleObjectsReturned):
-                raise KeyError_(f"{uri.redacted()}: several keys match; add object= or id=") from None
+                raise KeyError_(f"{uri.redacted()}: several keys match; add object= or id=") from exc
             if isinstance(exc, pkcs11.PinIncorrect):
-                raise KeyError_(f"{uri.redacted()}: the token rejected the PIN") from None
+                raise KeyError_(f"{uri.redacted()}: the token rejected the PIN") from exc
             if isinstance(exc, (pkcs11.PKCS11Error, RuntimeError, OSError)):
-                raise KeyError_(f"{uri.redacted()}: {type(exc).__name__} {exc}".rstrip()) from None
+                raise KeyError_(f"{uri.redacted()}: {type(exc).__name__} {exc}".rstrip()) from exc
             raise
         self._session = session
 
@@ -195,16 +195,16 @@ class Pkcs11Signer:
             major, _, minor = path["library-version"].partition(".")
             try:
                 wanted = (int(major), int(minor or 0))
-            except ValueError:
-                raise KeyError_(f"{redacted}: library-version must be M or M.N") from None
+            except ValueError as exc:
+                raise KeyError_(f"{redacted}: library-version must be M or M.N") from exc
             if tuple(lib.library_version) != wanted:  # type: ignore[attr-defined]
                 raise KeyError_(f"{redacted}: {module} is not library-version {path['library-version']}")
         slot_id: int | None = None
         if "slot-id" in path:
             try:
                 slot_id = int(path["slot-id"], 10)
-            except ValueError:
-                raise KeyError_(f"{redacted}: slot-id must be a decimal number") from None
+            except ValueError as exc:
+                raise KeyError_(f"{redacted}: slot-id must be a decimal number") from exc
         matches = []
         for slot in lib.get_slots(token_present=True):  # type: ignore[attr-defined]
             if slot_id is not None and slot.slot_id != slot_id:
@@ -292,5 +292,5 @@ def check_signature_matches(signer: Signer, public_key: PublicKey, *, pss: bool 
     digest = probe.finalize()
     try:
         verify_digest(public_key, signer.sign_digest(digest, pss=pss), digest, pss=pss)
-    except InvalidSignature:
-        raise KeyError_(f"{signer.describe()}: the key does not match the certificate") from None
+    except InvalidSignature as exc:
+        raise KeyError_(f"{signer.describe()}: the key does not match the certificate") from exc

@@ -36,8 +36,8 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
             certs = x509.load_pem_x509_certificates(data)
         else:
             certs = [x509.load_der_x509_certificate(data)]
-    except ValueError:
-        raise KeyError_(f"{path}: not an X.509 certificate (PEM or DER)") from None
+    except ValueError as exc:
+        raise KeyError_(f"{path}: not an X.509 certificate (PEM or DER)") from exc
     if not certs:
         raise KeyError_(f"{path}: no certificate found")
     return certs
@@ -50,8 +50,8 @@ def load_public_key(path: Path) -> object:
         return load_certificates(path)[0].public_key()
     try:
         return serialization.load_pem_public_key(data)
-    except ValueError:
-        raise KeyError_(f"{path}: not a PEM public key or certificate") from None
+    except ValueError as exc:
+        raise KeyError_(f"{path}: not a PEM public key or certificate") from exc
 
 
 def signing_time() -> datetime.datetime | None:
@@ -61,8 +61,8 @@ def signing_time() -> datetime.datetime | None:
         return None
     try:
         return datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
-    except ValueError:
-        raise KeyError_(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from None
+    except ValueError as exc:
+        raise KeyError_(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds") from exc
 
 
 def sign_content(content: bytes, options: SigningOptions) -> bytes:

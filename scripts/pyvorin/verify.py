@@ -55,10 +55,10 @@ def check_signature(sw_description: bytes, signature: bytes, options: VerifyOpti
     digest = hashlib.sha256(sw_description).digest()
     try:
         verify_digest(public_key, signature, digest, pss=options.scheme is Scheme.RSA_PSS)  # type: ignore[arg-type]
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError) as exc:
         raise VerificationError(
             f"sw-description signature is invalid for {options.trust} ({options.scheme.value})"
-        ) from None
+        ) from exc
     return f"{options.scheme.value} key {options.trust}"
 
 

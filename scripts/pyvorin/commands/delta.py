@@ -45,8 +45,8 @@ def size_arg(text: str) -> int:
         if text and text[-1] in UNITS:
             return int(float(text[:-1]) * UNITS[text[-1]])
         return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 1G)") from None
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 1G)") from exc
 
 
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -73,8 +73,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 def _plain(old: Path, new: Path, output: Path) -> int:
     try:
         import bsdiff4
-    except ImportError:
-        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from None
+    except ImportError as exc:
+        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
     for path in (old, new):
         if not path.is_file():
             raise PyvorinError(f"{path}: not found or not a file")

@@ -110,8 +110,8 @@ def _check_slots(source: Path, target: Path) -> None:
     for role, path in (("source", source), ("target", target)):
         try:
             mode = os.stat(path).st_mode
-        except FileNotFoundError:
-            raise DeltaError(f"{role} slot {path} does not exist") from None
+        except FileNotFoundError as exc:
+            raise DeltaError(f"{role} slot {path} does not exist") from exc
         if stat.S_ISBLK(mode):
             kinds.append("block device")
         elif stat.S_ISREG(mode):

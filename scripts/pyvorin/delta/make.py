@@ -362,8 +362,8 @@ def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
     """Write a windowed delta turning ``old`` into ``new``; memory stays under ``memory``."""
     try:
         import bsdiff4  # noqa: F401
-    except ImportError:
-        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from None
+    except ImportError as exc:
+        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
     for path in (old, new):
         if not path.is_file() and not path.is_block_device():
             raise PyvorinError(f"{path}: not found or not a file")

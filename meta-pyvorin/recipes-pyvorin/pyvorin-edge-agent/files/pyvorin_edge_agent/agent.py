@@ -48,7 +48,7 @@ def prepare_data_dir(path: Path) -> None:
             os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise StorageError(f"data directory {path} is not writable: {exc.strerror or exc}") from None
+        raise StorageError(f"data directory {path} is not writable: {exc.strerror or exc}") from exc
 
 
 class Agent:

@@ -63,7 +63,7 @@ def create(data_dir: Path, backup_dir: Path, keep: int, now: dt.datetime | None 
         partial = backup_dir / (PARTIAL_PREFIX + name)
         partial.mkdir(mode=0o750)
     except OSError as exc:
-        raise BackupError(f"cannot write backup in {backup_dir}: {exc}") from None
+        raise BackupError(f"cannot write backup in {backup_dir}: {exc}") from exc
     try:
         entries = {filename: _copy_database(data_dir / filename, partial / filename) for filename in DATABASES}
         manifest = {"format": 1, "created": moment.isoformat(), "agent_version": __version__, "databases": entries}
@@ -73,7 +73,7 @@ def create(data_dir: Path, backup_dir: Path, keep: int, now: dt.datetime | None 
         db.fsync_dir(backup_dir)
     except OSError as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        raise BackupError(f"cannot write backup in {backup_dir}: {exc}") from None
+        raise BackupError(f"cannot write backup in {backup_dir}: {exc}") from exc
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -86,7 +86,7 @@ def _copy_database(source: Path, target: Path) -> dict[str, Any]:
     try:
         src = db.connect(source, create=False)
     except StorageError as exc:
-        raise BackupError(str(exc)) from None
+        raise BackupError(str(exc)) from exc
     try:
         dst = sqlite3.connect(target, isolation_level=None)
         try:
@@ -100,7 +100,7 @@ def _copy_database(source: Path, target: Path) -> dict[str, Any]:
         finally:
             dst.close()
     except sqlite3.Error as exc:
-        raise BackupError(f"backup of {source} failed: {exc}") from None
+        raise BackupError(f"backup of {source} failed: {exc}") from exc
     finally:
         src.close()
     if problems:
@@ -186,7 +186,7 @@ def restore(backup: BackupSet, data_dir: Path) -> None:
             target.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             problems = db.integrity_problems(target)
         except sqlite3.Error as exc:
-            raise BackupError(f"restore of {filename} failed: {exc}") from None
+            raise BackupError(f"restore of {filename} failed: {exc}") from exc
         finally:
             target.close()
         if problems:

@@ -40,7 +40,7 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys=ON")
     except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open database: {exc}") from None
+        raise StorageError(f"{path}: cannot open database: {exc}") from exc
     if not existed:
         # A new file's directory entry is only durable once the directory is synced.
         fsync_dir(path.parent)

@@ -19,13 +19,13 @@ class DataDirLock:
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            raise StorageError(f"data directory {data_dir} is not writable: {exc.strerror}") from None
+            raise StorageError(f"data directory {data_dir} is not writable: {exc.strerror}") from exc
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             os.close(self._fd)
             raise StorageError(f"cannot {purpose}: another pyv-edge-agent holds {self.path} "
-                               "(stop pyvorin-edge-agent.service first)") from None
+                               "(stop pyvorin-edge-agent.service first)") from exc
 
     def release(self) -> None:
         if self._fd >= 0:

@@ -77,7 +77,7 @@ class HttpEndpoint:
             self._server = cls((host, port), _Handler)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-            raise AgentError(f"cannot listen on {host}:{port}: {reason}") from None
+            raise AgentError(f"cannot listen on {host}:{port}: {reason}") from exc
         self._server.health = health
         self._server.ready = ready or (lambda: {"ready": False, "checks": {"agent": "no readiness source"}})
         self._server.log = log
