@@ -202,6 +202,12 @@ def start_in_background(machines: tuple[str, ...] = MACHINES) -> None:
     pool.shutdown(wait=False)
 
 
+def wait_for_background() -> None:
+    """Block until a background gate run is over (its outcome is collected by :func:`result`)."""
+    for future in _background.values():
+        concurrent.futures.wait([future])
+
+
 def result(machine: str) -> GateRun:
     """The verdict of a background run if one was started, else of a run now."""
     future = _background.get(machine)
