@@ -61,7 +61,7 @@ mkdir -p "$build"
 # copy (below), untracked.
 pinned_commit() {  # repo name -> the commit kas/ pins it to
     awk -v repo="  $1:" '$0 == repo {found=1; next} found && /^  [^ ]/ {found=0}
-        found && $1 == "commit:" {print $2; exit}' "$repo"/kas/pyvorin.yml "$repo"/kas/machine/*.yml
+        found && $1 == "commit:" {print $2; exit}' "$repo"/kas/pyvorin.yml "$repo"/kas/bsp/*.yml
 }
 
 # kas clones whole repositories; a snapshot may lack old objects (files of

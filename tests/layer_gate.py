@@ -87,7 +87,7 @@ def snapshot() -> Path:
 def pins() -> dict[str, str]:
     """Repository name -> the commit the kas files pin it to."""
     found: dict[str, str] = {}
-    for path in [ROOT / "kas/pyvorin.yml", *sorted((ROOT / "kas/machine").glob("*.yml"))]:
+    for path in [ROOT / "kas/pyvorin.yml", *sorted((ROOT / "kas/bsp").glob("*.yml"))]:
         for name, repo in (yaml.safe_load(path.read_text()).get("repos") or {}).items():
             if repo and "commit" in repo:
                 if found.get(name, repo["commit"]) != repo["commit"]:

@@ -47,16 +47,25 @@ def test_every_remote_repo_is_pinned_to_a_full_commit_of_scarthgap() -> None:
             assert "refspec" not in repo and "tag" not in repo, f"{where}: pin by branch + commit"
             assert repo.get("branch") == "scarthgap", f"{where}: branch must be scarthgap"
             assert re.fullmatch(r"[0-9a-f]{40}", str(repo.get("commit", ""))), f"{where}: commit must be a full SHA"
-            assert seen.setdefault(name, repo["commit"]) == repo["commit"], f"{where}: pinned twice, differently"
+            assert name not in seen, f"{where}: pinned twice (each repository has one home: kas/pyvorin.yml or kas/bsp/)"
+            seen[name] = repo["commit"]
     assert {"poky", "meta-openembedded", "meta-swupdate", "meta-security", "meta-raspberrypi", "meta-tegra"} <= set(seen)
 
 
-def test_machine_fragments_hold_only_machine_and_bsp() -> None:
+def test_machine_files_hold_the_machine_and_bsp_files_the_bsp() -> None:
+    """As isar-cip-core: a machine file names the machine and includes its BSP; a BSP file pins the
+    BSP repository once, for every machine of it, with its local settings."""
     for path in sorted((KAS / "machine").glob("*.yml")):
         config = yaml.safe_load(path.read_text())
-        assert set(config) <= {"header", "machine", "repos", "local_conf_header"}, path.name
+        assert set(config) == {"header", "machine"}, path.name
         assert config["machine"] == path.stem
+        (bsp,) = config["header"]["includes"]
+        assert bsp.startswith("kas/bsp/"), f"{path.name}: includes its BSP file only"
+    for path in sorted((KAS / "bsp").glob("*.yml")):
+        config = yaml.safe_load(path.read_text())
+        assert set(config) <= {"header", "repos", "local_conf_header"}, path.name
         assert len(config["repos"]) == 1, f"{path.name}: only the BSP repository"
+        assert "machine" not in config
 
 
 def test_entry_files_build_the_image_and_bundle_per_machine() -> None:
@@ -228,7 +237,9 @@ def test_kas_menu_offers_every_fragment() -> None:
         if name.startswith("KAS_INCLUDE_"):
             for default, _ in symbol.defaults:
                 offered.add(default.str_value)
-    fragments = {str(p.relative_to(ROOT)) for p in KAS_FILES if p.parent != KAS or p.name == "pyvorin.yml"}
+    # BSP files come with their machine file, never chosen alone.
+    fragments = {str(p.relative_to(ROOT)) for p in KAS_FILES
+                 if (p.parent != KAS or p.name == "pyvorin.yml") and p.parent.name != "bsp"}
     assert offered == fragments
     assert not config.warnings, config.warnings
 
