@@ -253,3 +253,73 @@ def test_reader_enforces_the_window_caps(field: str, value: int, message: str) -
     _, ops = container.read_delta(buffer)
     with pytest.raises(DeltaError, match=message):
         next(ops)
+
+
+def _hand_made_delta(path: Path, old: bytes, new: bytes, codec_name: str) -> None:
+    """One COPY of the first block and one PATCH window whose patch is the new bytes themselves."""
+    import hashlib
+
+    from pyvorin.delta import container
+
+    header = container.Header(block_size=4096, old_size=len(old), new_size=len(new),
+                              old_sha256=hashlib.sha256(old).hexdigest(), new_sha256=hashlib.sha256(new).hexdigest(),
+                              op_count=2, codec=codec_name)
+    with open(path, "wb") as out:
+        writer = container.DeltaWriter(out, header)
+        writer.add(container.Copy(0, 4096, 0))
+        writer.add(container.Patch(4096, len(new) - 4096, ((4096, len(old) - 4096),), new[4096:]))
+        writer.finish()
+
+
+def test_a_bsdiff_delta_names_no_codec_so_older_appliers_read_it(tmp_path: Path) -> None:
+    """The applier is the running slot's, possibly older than the tool: bsdiff headers stay as they were."""
+    import json
+    import struct
+
+    old = os.urandom(64 << 10)
+    delta = _roundtrip(tmp_path, old, old[:32768] + os.urandom(32768))
+    blob = delta.read_bytes()
+    (size,) = struct.unpack(">I", blob[8:12])
+    assert set(json.loads(blob[12:12 + size])) == {"block_size", "old_size", "new_size", "old_sha256",
+                                                   "new_sha256", "op_count"}
+    assert check_delta(delta).codec == "bsdiff"
+
+
+def test_a_second_codec_plugs_in_without_touching_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An 'identity' codec (the patch is the window itself), registered the way a real one would be:
+    the container, the window caps, the hashes and the slot checks are the same code."""
+    from dataclasses import dataclass
+
+    from pyvorin.delta import codec
+
+    @dataclass(frozen=True)
+    class Identity:
+        name: str = "identity"
+
+        def diff(self, source: bytes, target: bytes) -> bytes:
+            return target
+
+        def patch(self, source: Path, patch: Path, output: Path) -> None:
+            output.write_bytes(patch.read_bytes())
+
+    monkeypatch.setitem(codec.CODECS, "identity", Identity())
+    old = os.urandom(64 << 10)
+    new = old[:4096] + os.urandom(60 << 10)
+    (tmp_path / "old").write_bytes(old)
+    _hand_made_delta(tmp_path / "d.pyvd", old, new, "identity")
+    target = tmp_path / "slot"
+    target.write_bytes(bytes(len(new)))
+    header = apply_delta(tmp_path / "d.pyvd", tmp_path / "old", target)
+    assert header.codec == "identity" and target.read_bytes() == new
+
+
+def test_an_unknown_codec_is_refused_before_the_slot_is_touched(tmp_path: Path) -> None:
+    old = os.urandom(64 << 10)
+    new = old[:4096] + os.urandom(60 << 10)
+    (tmp_path / "old").write_bytes(old)
+    _hand_made_delta(tmp_path / "d.pyvd", old, new, "zstd-patch-from")
+    target = tmp_path / "slot"
+    target.write_bytes(b"\x5a" * len(new))
+    with pytest.raises(DeltaError, match="unknown delta codec 'zstd-patch-from'"):
+        apply_delta(tmp_path / "d.pyvd", tmp_path / "old", target)
+    assert target.read_bytes() == b"\x5a" * len(new)

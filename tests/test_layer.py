@@ -244,6 +244,35 @@ def test_kas_menu_offers_every_fragment() -> None:
     assert not config.warnings, config.warnings
 
 
+def _imported_closure(start: str) -> set[str]:
+    """The package's modules *start* needs, following its relative imports (what the device runs)."""
+    import ast
+
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        package = Path(module).parent
+        for node in ast.walk(ast.parse((ROOT / "scripts" / module).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package
+                for _ in range(node.level - 1):
+                    base = base.parent
+                names = [node.module] if node.module else [alias.name for alias in node.names]
+                for name in names:
+                    target = base.joinpath(*name.split("."))
+                    for candidate in (f"{target}.py", f"{target}/__init__.py"):
+                        if (ROOT / "scripts" / candidate).is_file():
+                            todo.append(candidate)
+        init = package / "__init__.py"
+        if (ROOT / "scripts" / init).is_file():
+            todo.append(str(init))
+    return seen
+
+
 def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
     """The recipe's version is the tool's, and its files exist beside the layer."""
     import pyvorin
@@ -252,6 +281,7 @@ def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
     assert [r.name for r in recipes] == [f"pyvorin-delta-apply_{pyvorin.__version__}.bb"]
     modules = recipe_modules(recipes[0])
     assert "pyvorin/delta/apply.py" in modules and "pyvorin/delta/make.py" not in modules
+    assert _imported_closure("pyvorin/delta/__main__.py") <= set(modules), "the device would miss a module"
     for module in modules:
         assert (ROOT / "scripts" / module).is_file(), module
     # The embedded handler runs it: swupdate must pull it in.

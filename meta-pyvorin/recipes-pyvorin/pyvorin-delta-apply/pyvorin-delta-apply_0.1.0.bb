@@ -20,6 +20,7 @@ SRC_URI = "file://pyvorin/__init__.py \
            file://pyvorin/delta/__init__.py \
            file://pyvorin/delta/__main__.py \
            file://pyvorin/delta/apply.py \
+           file://pyvorin/delta/codec.py \
            file://pyvorin/delta/container.py \
            file://pyvorin-delta-apply \
            "
@@ -35,7 +36,7 @@ do_install() {
     install -d ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin/delta
     install -m 0644 ${S}/pyvorin/__init__.py ${S}/pyvorin/errors.py ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin/
     install -m 0644 ${S}/pyvorin/delta/__init__.py ${S}/pyvorin/delta/__main__.py \
-        ${S}/pyvorin/delta/apply.py ${S}/pyvorin/delta/container.py \
+        ${S}/pyvorin/delta/apply.py ${S}/pyvorin/delta/codec.py ${S}/pyvorin/delta/container.py \
         ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin/delta/
     # Bytecode compiled here: the read-only root cannot cache it at run time.
     ${PYTHON} -m compileall -q --invalidation-mode unchecked-hash -s ${D} -p / \

@@ -14,10 +14,10 @@ import hashlib
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 from pathlib import Path
 
+from . import codec
 from .container import Copy, DeltaError, Header, Patch, Zero, read_delta
 
 CHUNK = 1 << 20
@@ -60,7 +60,8 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
     header = check_delta(delta)
     if workdir is not None and not workdir.is_dir():
         raise DeltaError(f"work directory {workdir} is not a directory")
-    if shutil.which(bspatch) is None:
+    window_codec = codec.get(header.codec, bspatch=bspatch)
+    if isinstance(window_codec, codec.Bsdiff) and shutil.which(bspatch) is None:
         raise DeltaError(f"{bspatch} not found: it applies the delta's bsdiff windows")
     _check_slots(source, target)
     src_fd = os.open(source, os.O_RDONLY)
@@ -87,7 +88,7 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
                         for done in range(0, op.length, CHUNK):
                             _write_all(dst_fd, zeros[: min(CHUNK, op.length - done)], op.new_off + done)
                     else:
-                        _write_all(dst_fd, _patch_window(src_fd, op, Path(tmp), bspatch), op.new_off)
+                        _write_all(dst_fd, _patch_window(src_fd, op, Path(tmp), window_codec), op.new_off)
             os.fsync(dst_fd)
             if _hash_range(dst_fd, header.new_size) != header.new_sha256:
                 raise DeltaError(f"{target}: the patched image does not match the delta's result sha256")
@@ -122,17 +123,18 @@ def _check_slots(source: Path, target: Path) -> None:
         raise DeltaError(f"source slot {source} is a {kinds[0]} but target slot {target} is a {kinds[1]}")
 
 
-def _patch_window(src_fd: int, op: Patch, tmp: Path, bspatch: str) -> bytes:
+def _patch_window(src_fd: int, op: Patch, tmp: Path, window_codec: codec.Codec) -> bytes:
     old_file, new_file, patch_file = tmp / "old", tmp / "new", tmp / "patch"
     with open(old_file, "wb") as out:
         for offset, length in op.extents:
             out.write(os.pread(src_fd, length, offset))
     patch_file.write_bytes(op.patch)
-    result = subprocess.run([bspatch, str(old_file), str(new_file), str(patch_file)],
-                            capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise DeltaError(f"bspatch failed on the window at {op.new_off}: {result.stderr.strip()}")
+    new_file.unlink(missing_ok=True)
+    try:
+        window_codec.patch(old_file, patch_file, new_file)
+    except codec.CodecError as exc:
+        raise DeltaError(f"the window at {op.new_off}: {exc}") from exc
     data = new_file.read_bytes()
     if len(data) != op.length:
-        raise DeltaError(f"bspatch produced {len(data)} bytes for a {op.length}-byte window")
+        raise DeltaError(f"{window_codec.name} produced {len(data)} bytes for a {op.length}-byte window")
     return data

@@ -4,13 +4,15 @@ Layout, all integers big-endian::
 
     "PYVDLT01"                       magic
     u32 n, n bytes of UTF-8 JSON     header: block_size, old_size, new_size,
-                                     old_sha256, new_sha256, op_count
+                                     old_sha256, new_sha256, op_count and
+                                     codec (only when not "bsdiff": codec.py)
     op_count operations, in increasing new offset, covering [0, new_size):
       u8 1 COPY   u64 new_off u64 length u64 old_off
       u8 2 ZERO   u64 new_off u64 length
       u8 3 PATCH  u64 new_off u64 length u32 k (u64 old_off u64 len)*k
-                  u64 p, p bytes of a BSDIFF40 patch turning the k old
-                  extents, concatenated, into the new range
+                  u64 p, p bytes of the codec's patch (BSDIFF40 for
+                  "bsdiff") turning the k old extents, concatenated,
+                  into the new range
     "PYVDEND1"                       trailer magic
     32 bytes                         SHA-256 of every byte before the trailer
 """
@@ -49,9 +51,16 @@ class Header:
     old_sha256: str
     new_sha256: str
     op_count: int
+    codec: str = "bsdiff"
 
     def to_bytes(self) -> bytes:
-        data = json.dumps(self.__dict__, sort_keys=True).encode()
+        fields = dict(self.__dict__)
+        # The applier that reads a delta is the one on the device's running
+        # slot, possibly older than this tool: bsdiff deltas stay exactly as
+        # they were before codecs had names, so every applier reads them.
+        if fields["codec"] == "bsdiff":
+            del fields["codec"]
+        data = json.dumps(fields, sort_keys=True).encode()
         return MAGIC + struct.pack(">I", len(data)) + data
 
 
@@ -156,7 +165,7 @@ def read_header(reader: _HashingReader) -> Header:
     except (ValueError, TypeError, RecursionError) as exc:
         raise DeltaError(f"delta header is malformed: {exc}") from exc
     for name, kind in (("block_size", int), ("old_size", int), ("new_size", int), ("op_count", int),
-                       ("old_sha256", str), ("new_sha256", str)):
+                       ("old_sha256", str), ("new_sha256", str), ("codec", str)):
         value = getattr(header, name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise DeltaError(f"delta header field {name} is {type(value).__name__}, not {kind.__name__}")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import PyvorinError
 from ..fsutil import atomic_output
+from . import codec
 from .container import MAX_WINDOW, MAX_WINDOW_SOURCE, Copy, DeltaWriter, Header, Op, Patch, Zero
 
 BLOCK = 4096
@@ -217,14 +218,12 @@ def _worker_init() -> None:
         pass  # not glibc: its allocator decides
 
 
-def _diff_window(old_path: str, new_path: str, window: _Window) -> bytes:
-    """Runs in a worker: bsdiff the window against its concatenated old extents."""
-    import bsdiff4
-
+def _diff_window(old_path: str, new_path: str, window: _Window, codec_name: str) -> bytes:
+    """Runs in a worker: diff the window against its concatenated old extents with the delta's codec."""
     with open(old_path, "rb") as old, open(new_path, "rb") as new:
         source = b"".join(os.pread(old.fileno(), ln, off) for off, ln in window.extents)
         target = os.pread(new.fileno(), window.length, window.new_off)
-    return bytes(bsdiff4.diff(source, target))
+    return codec.get(codec_name).diff(source, target)
 
 
 def _plan(old_path: Path, new_path: Path, index: BlockIndex, old_size: int,
@@ -358,12 +357,14 @@ def _size(path: Path) -> int:
 
 
 def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
-               progress: Callable[[int, int], None] | None = None) -> DeltaReport:
+               progress: Callable[[int, int], None] | None = None, codec_name: str = codec.DEFAULT) -> DeltaReport:
     """Write a windowed delta turning ``old`` into ``new``; memory stays under ``memory``."""
-    try:
-        import bsdiff4  # noqa: F401
-    except ImportError as exc:
-        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
+    codec.get(codec_name)
+    if codec_name == "bsdiff":
+        try:
+            import bsdiff4  # noqa: F401
+        except ImportError as exc:
+            raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
     for path in (old, new):
         if not path.is_file() and not path.is_block_device():
             raise PyvorinError(f"{path}: not found or not a file")
@@ -373,7 +374,7 @@ def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
     plan, new_sha = _plan(old, new, index, old_size, new_size)
     del index
     windows = [p for p in plan if isinstance(p, _Window)]
-    header = Header(BLOCK, old_size, new_size, old_sha, new_sha, len(plan))
+    header = Header(BLOCK, old_size, new_size, old_sha, new_sha, len(plan), codec_name)
     copied = sum(p.length for p in plan if isinstance(p, Copy))
     zeros = sum(p.length for p in plan if isinstance(p, Zero))
     # Spawned, not forked: a worker starts as a fresh interpreter instead of
@@ -391,7 +392,7 @@ def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
                 window = next(todo, None)
                 if window is None:
                     return
-                pending.append(pool.submit(_diff_window, str(old), str(new), window))
+                pending.append(pool.submit(_diff_window, str(old), str(new), window, codec_name))
 
         refill()
         done = 0
