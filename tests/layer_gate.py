@@ -250,6 +250,9 @@ def run(machine: str) -> GateRun:
     (work / ".complete").touch()
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
+    for old in root.glob(f"result-{machine}-*"):  # one kept run per machine: the latest
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
     return _read(final, machine)
 
 
