@@ -2,8 +2,9 @@
 
 The shipped spec targets the Raspberry Pi's eMMC/SD partitions
 (/dev/mmcblk0p2, /dev/mmcblk0p3).  On a build host those are retargeted to two
-slot files and a U-Boot environment file, in a private mount namespace (see
-tests/swupdate_sandbox.py), then installed twice, as a device would: from
+slot files and a U-Boot environment file, in a private mount namespace
+(tools/devsim: the device's swupdate built from the pinned sources, run
+against file-backed slots), then installed twice, as a device would: from
 slot A with ``-e stable,copy1``, then from slot B with ``-e stable,copy2``.
 
     python examples/install_demo.py examples/release.yaml examples/out/keys examples/out/device
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools" / "devsim"))
 
 from pyvorin.cli import pyvorin  # noqa: E402
-
-from swupdate_sandbox import SwupdateSandbox, swupdate_available  # noqa: E402
+from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox, swupdate_available  # noqa: E402
 
 DEVICES = {"/dev/mmcblk0p2": "slot_a", "/dev/mmcblk0p3": "slot_b"}
 

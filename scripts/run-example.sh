@@ -4,7 +4,7 @@
 # and - as root, with the build dependencies scripts/test.sh installs and the
 # pinned sources in ../shared/upstream - install it with the device's own
 # swupdate (2026.05.1, built as meta-swupdate configures it for the layer;
-# tests/device_swupdate.py) into file-backed A/B slots.  Everything lands in
+# tools/devsim) into file-backed A/B slots.  Everything lands in
 # examples/out/.
 set -eu
 cd "$(dirname "$0")/.."

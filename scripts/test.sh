@@ -8,7 +8,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # The device's swupdate and libubootenv are built from ../shared/upstream by
-# the tests (tests/device_swupdate.py): their build dependencies are here, as
+# the tests (tools/devsim/pyvorin_devsim/device_swupdate.py): their build dependencies are here, as
 # Debian names; Debian's own swupdate is not used.
 APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openssl cpio e2fsprogs gzip zstd util-linux bsdiff apparmor strace nftables openssh-server systemd iproute2 \
     lua5.1 lua5.4 libbz2-dev patch cmake pkg-config libconfig-dev libjson-c-dev liblua5.4-dev libarchive-dev libsystemd-dev libyaml-dev libzstd-dev zlib1g-dev git \

@@ -147,7 +147,7 @@ def no_source_date_epoch(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def device_swupdate() -> None:
     """The device's swupdate build and the sandbox it runs in; skips (fails under CI) when impossible here."""
-    from swupdate_sandbox import swupdate_available
+    from pyvorin_devsim.swupdate_sandbox import swupdate_available
 
     if reason := swupdate_available():
         unavailable(f"the device's swupdate cannot run here: {reason}")

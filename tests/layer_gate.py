@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from qemu import cache
+from pyvorin_devsim import cache
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = Path(os.environ.get("PYVORIN_UPSTREAM") or ROOT.parent / "shared" / "upstream")

@@ -16,7 +16,7 @@ the v1 controllers, a v1 ``name=systemd`` hierarchy and cgroup2 on
   ``systemd systemd-sysv dbus`` and the caller's packages, about 30 s cold.  It
   is cached under ``${PYVORIN_TEST_CACHE:-${XDG_CACHE_HOME:-~/.cache}/pyvorin-tests}/systemd-container/<name>-<hash>/rootfs``,
   keyed by the complete mmdebstrap command line and :data:`ROOTFS_VERSION`
-  (:func:`qemu.cache.entry`: built under a temporary name and renamed when
+  (:func:`pyvorin_devsim.cache.entry`: built under a temporary name and renamed when
   complete, under a file lock).  mmdebstrap runs in a private mount
   namespace with a private ``/run``, so its mounts and libmount's
   ``/run/mount/utab`` never reach the host.  ``/etc/hostname`` and
@@ -124,7 +124,7 @@ from types import TracebackType
 
 import pytest
 
-from qemu import cache
+from pyvorin_devsim import cache
 
 from helpers import unavailable as unavailable_here
 
@@ -302,7 +302,7 @@ def require() -> None:
 
 
 def build_rootfs(spec: RootfsSpec, *, timeout: float = 900.0) -> Rootfs:
-    """The cached tree for ``spec`` (``qemu.cache`` area ``systemd-container``), built with mmdebstrap if missing."""
+    """The cached tree for ``spec`` (``pyvorin_devsim.cache`` area ``systemd-container``), built with mmdebstrap if missing."""
     seconds: list[float] = []
 
     def build(work: Path) -> None:

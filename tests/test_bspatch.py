@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from qemu import cache
+from pyvorin_devsim import cache
 
 from helpers import ROOT, require, unavailable
 

@@ -149,7 +149,7 @@ def test_the_workflows_steps_bundle_sign_and_verify(cli, keys, tmp_path: Path, m
 @pytest.mark.swupdate
 @pytest.mark.usefixtures("device_swupdate")
 def test_the_devices_swupdate_accepts_the_signed_pi_bundle(cli, keys, tmp_path: Path) -> None:
-    from swupdate_sandbox import SwupdateSandbox
+    from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
 
     sandbox = SwupdateSandbox(tmp_path / "sbx", initial_env={"rootpart": "2", "bootcount": "0",
                                                              "upgrade_available": "0"})

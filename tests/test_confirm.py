@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyvorin_devsim import device_swupdate
 from test_hardening_systemd import Root, exposure, verify
 
-import device_swupdate
 from helpers import ROOT, require, unavailable
 
 FILES = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-confirm/files"

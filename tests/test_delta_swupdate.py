@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pyvorin.delta.make import make_delta
+from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
 from helpers import ROOT, recipe_modules
-from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 pytest.importorskip("bsdiff4")

@@ -40,7 +40,7 @@ def test_example_bundle_verifies(cli, keys, example: Path, tmp_path: Path) -> No
 
 @pytest.mark.swupdate
 def test_install_demo_with_real_swupdate(cli, keys, example: Path, tmp_path: Path) -> None:
-    from swupdate_sandbox import swupdate_available
+    from pyvorin_devsim.swupdate_sandbox import swupdate_available
 
     if swupdate_available():
         unavailable(f"real swupdate unavailable: {swupdate_available()}")

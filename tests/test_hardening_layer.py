@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import layer_gate
-
 from helpers import ROOT, unavailable
 
 LAYER = ROOT / "meta-pyvorin"

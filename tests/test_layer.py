@@ -177,8 +177,7 @@ def test_layer_sw_description_is_what_swupdate_expects(family: str) -> None:
 @pytest.mark.parametrize("family", sorted(TEMPLATES))
 def test_real_swupdate_accepts_a_bundle_made_from_the_layer_template(family: str, keys, tmp_path: Path) -> None:
     from pyvorin.signing import SigningOptions, sign_content
-
-    from swupdate_sandbox import SwupdateSandbox, swupdate_available
+    from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox, swupdate_available
 
     if swupdate_available():
         unavailable(f"real swupdate unavailable: {swupdate_available()}")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 import layer_gate
-
 from helpers import ROOT, unavailable
 
 pytestmark = pytest.mark.gate

@@ -24,7 +24,7 @@ def test_mypy_strict(package: str) -> None:
 
 
 def test_ruff() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scripts", "tests", "examples", "meta-pyvorin"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "scripts", "tests", "tools", "examples", "meta-pyvorin"], cwd=ROOT,
                             capture_output=True, text=True, check=False)
     if "No module named ruff" in result.stderr:
         require("ruff-not-installed")

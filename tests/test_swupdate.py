@@ -1,6 +1,6 @@
 """The real consumer: the device's swupdate (2026.05.1, device_swupdate) installs our bundles, or refuses them.
 
-Each run happens in a private mount namespace (see swupdate_sandbox.py) with
+Each run happens in a private mount namespace (see tools/devsim/pyvorin_devsim/swupdate_sandbox.py) with
 file-backed A/B slots and a file-backed U-Boot environment read by
 libubootenv.  Every refusal is asserted twice: by ``swupdate -c`` and by the
 install itself, which must leave both slots and the environment untouched.
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
+
 from helpers import tampered, write_image
-from swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 

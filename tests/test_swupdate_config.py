@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from pyvorin.spec import Compression, ImageType, ScriptType
+from pyvorin_devsim import device_swupdate
 
-import device_swupdate
 from helpers import unavailable
 
 INC = device_swupdate.SWUPDATE_FILES.parent / "swupdate_pyvorin.inc"

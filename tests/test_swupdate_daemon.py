@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pytest
 
-import device_swupdate
-from swupdate_sandbox import SwupdateSandbox
+from pyvorin_devsim import device_swupdate
+from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 

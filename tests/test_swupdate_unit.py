@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from pyvorin_devsim import device_swupdate
 from test_swupdate_daemon import RUNNING
 
-import device_swupdate
 import systemd_container
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]

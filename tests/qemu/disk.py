@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyvorin_devsim import device_swupdate
 from qemu.errors import HarnessError
 from qemu.host import run
-
-import device_swupdate
 
 SECTOR = 512
 MIB = 1024 * 1024

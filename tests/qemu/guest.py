@@ -14,11 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu import cache
+from pyvorin_devsim import cache, device_swupdate
 from qemu.errors import HarnessError
 from qemu.host import run
-
-import device_swupdate
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"

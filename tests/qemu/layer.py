@@ -9,9 +9,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from pyvorin_devsim import device_swupdate
 from qemu.errors import HarnessError
-
-import device_swupdate
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "meta-pyvorin"

@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu import cache
+from pyvorin_devsim import cache
 from qemu.errors import HarnessError
 from qemu.host import run
 

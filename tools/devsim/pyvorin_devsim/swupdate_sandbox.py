@@ -80,7 +80,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import device_swupdate
+from . import device_swupdate
 
 __all__ = [
     "DEFAULT_ENV",

@@ -42,11 +42,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu import cache
+from . import cache
 
 # Not from helpers: scripts/run-example.sh imports this (through
 # swupdate_sandbox) in a venv without pytest.
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 LAYER = ROOT / "meta-pyvorin"
 SWUPDATE_FILES = LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/files"
