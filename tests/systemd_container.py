@@ -126,6 +126,7 @@ import pytest
 
 from pyvorin_devsim import cache
 
+import layer_gate
 from helpers import unavailable as unavailable_here
 
 #: Bump to rebuild every cached root file system (changes to how it is built
@@ -672,6 +673,8 @@ class SystemdContainer:
         units in the report, never hidden); any other end state, a timeout or a
         dead nspawn raises :class:`ContainerError`.
         """
+        # A boot races the clock: never beside the background layer gate.
+        layer_gate.wait_for_background()
         if self._launcher is not None:
             raise ContainerError("one boot per SystemdContainer")
         started = time.monotonic()
