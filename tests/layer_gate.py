@@ -37,10 +37,9 @@ from pathlib import Path
 import yaml
 
 from pyvorin_devsim import cache
+from pyvorin_devsim.device_swupdate import LAYERS_TAR, UPSTREAM
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = Path(os.environ.get("PYVORIN_UPSTREAM") or ROOT.parent / "shared" / "upstream")
-LAYERS_TAR = "layers-scarthgap.tar"
 LAYERS = ("poky", "meta-openembedded", "meta-swupdate", "meta-security", "meta-raspberrypi", "meta-tegra")
 #: The machines CI gates (raspberrypi5 shares the Pi's metadata; scripts/layer-gate.sh runs it by hand).
 MACHINES = ("raspberrypi4-64", "jetson-orin-nano-devkit")
@@ -112,7 +111,7 @@ def _unpack(out: Path) -> None:
 
 @functools.cache
 def snapshot_digest() -> str:
-    return cache.key(snapshot().read_bytes())
+    return cache.file_key(snapshot())
 
 
 @functools.cache
@@ -209,9 +208,17 @@ def wait_for_background() -> None:
 
 
 def result(machine: str) -> GateRun:
-    """The verdict of a background run if one was started, else of a run now."""
+    """The verdict for *machine*, one per session: the background run's if one was
+    started, else a run now. A failure is raised again, never re-run."""
     future = _background.get(machine)
-    return future.result() if future is not None else run(machine)
+    if future is None:
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(run(machine))
+        except GateError as exc:
+            future.set_exception(exc)
+        _background[machine] = future
+    return future.result()
 
 
 def run(machine: str) -> GateRun:

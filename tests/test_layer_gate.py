@@ -27,20 +27,12 @@ def prerequisites() -> None:
         unavailable(f"the layer gate needs {', '.join(lacking)} (scripts/test.sh sets them up as root)")
 
 
-_runs: dict[str, layer_gate.GateRun | layer_gate.GateError] = {}
-
-
 def gate(machine: str) -> layer_gate.GateRun:
-    """One gate run per machine and session, shared by the tests below."""
-    if machine not in _runs:
-        try:
-            _runs[machine] = layer_gate.result(machine)
-        except layer_gate.GateError as exc:
-            _runs[machine] = exc
-    outcome = _runs[machine]
-    if isinstance(outcome, layer_gate.GateError):
-        pytest.fail(str(outcome), pytrace=False)
-    return outcome
+    """One gate run per machine and session (layer_gate.result), shared by the tests below."""
+    try:
+        return layer_gate.result(machine)
+    except layer_gate.GateError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def test_snapshot_holds_the_pinned_commits(prerequisites: None) -> None:

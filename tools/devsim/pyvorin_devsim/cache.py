@@ -38,6 +38,16 @@ def key(*parts: str | bytes) -> str:
     return digest.hexdigest()[:16]
 
 
+def file_key(path: Path) -> str:
+    """``key(path.read_bytes())``, read in chunks: inputs such as a layer snapshot are tens of MB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(os.fstat(handle.fileno()).st_size.to_bytes(8, "big"))
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
 def entry(name: str, inputs: str, build: Callable[[Path], None], *, area: str = "qemu",
           base: Path | None = None) -> Path:
     """The directory ``area/name-inputs``, built by ``build(directory)`` if missing."""
