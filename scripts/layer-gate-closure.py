@@ -56,12 +56,10 @@ def main(argv: list[str]) -> int:
         rundeps, runrecs, pkg_fn, packages = cache.rundeps, cache.runrecs, cache.pkg_fn, cache.packages
         aliases: dict[str, dict[str, list[str]]] = {}
 
-        def provider(name: str) -> str:
+        def provider(name: str) -> str | None:
+            """The recipe file bitbake chose for *name*: its best provider, else any in the build list."""
             every, best = tinfoil.get_runtime_providers(name) or ([], None)
-            chosen = [fn for fn in [best, *every] if fn and pkg_fn.get(fn) in buildlist]
-            if not chosen:
-                raise SystemExit(f"layer-gate-closure: nothing in the build provides {name!r} (needed by {image})")
-            return chosen[0]
+            return next((fn for fn in [best, *every] if fn and pkg_fn.get(fn) in buildlist), None)
 
         def real_packages(name: str, fn: str) -> list[str]:
             """The packages of recipe fn that a dependency on name installs."""
@@ -82,12 +80,11 @@ def main(argv: list[str]) -> int:
             name, required, reason = queue.pop()
             if name in closure:
                 continue
-            try:
-                fn = provider(name)
-            except SystemExit:
+            fn = provider(name)
+            if fn is None:
                 if required:
-                    raise
-                continue  # an attempt-only package may be missing, as for the package manager
+                    raise SystemExit(f"layer-gate-closure: nothing in the build provides {name!r} (needed by {image})")
+                continue  # a recommended or attempt-only package may be missing, as for the package manager
             closure[name] = (pkg_fn[fn], reason)
             for pkg in real_packages(name, fn):
                 closure.setdefault(pkg, (pkg_fn[fn], name))
