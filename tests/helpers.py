@@ -89,6 +89,35 @@ def write_members(path: Path, members: list[tuple[str, bytes]], *, keep_checksum
     return path
 
 
+def delta_header(blob: bytes) -> Any:
+    """The JSON header of a windowed delta (pyvorin.delta.container's layout)."""
+    import json
+    import struct
+
+    (size,) = struct.unpack(">I", blob[8:12])
+    return json.loads(blob[12:12 + size])
+
+
+def delta_rehashed(blob: bytes) -> bytes:
+    """A windowed delta with its self-hash recomputed, as an attacker who can write one would."""
+    import hashlib
+
+    from pyvorin.delta.container import TRAILER
+
+    body = blob[:-40] if blob[-40:-32] == TRAILER else blob
+    return body + TRAILER + hashlib.sha256(body).digest()
+
+
+def delta_with_header(blob: bytes, header: Any) -> bytes:
+    """A windowed delta with *header* in place of its own, the self-hash made valid again."""
+    import json
+    import struct
+
+    (size,) = struct.unpack(">I", blob[8:12])
+    encoded = json.dumps(header).encode()
+    return delta_rehashed(blob[:8] + struct.pack(">I", len(encoded)) + encoded + blob[12 + size:-40])
+
+
 def tampered(swu: Path, out: Path, member: str | None = None, *, flip_at: int = -1, drop: str | None = None,
              fix_checksum: bool = True) -> Path:
     """A copy of ``swu`` with one byte of ``member`` flipped, or ``drop`` removed."""

@@ -27,10 +27,9 @@ import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import read_members, write_image, write_members
+from helpers import delta_header, delta_rehashed, delta_with_header, read_members, write_image, write_members
 
 SCALE = float(os.environ.get("PYVORIN_FUZZ_EXAMPLES", "1"))
 
@@ -58,48 +57,45 @@ class Outcome:
     stderr: str
 
 
+def _in_process(entry: Callable[[], int | None], cwd: Path) -> Outcome:
+    """Run a command's entry function in *cwd*, its output captured and its exit code collected."""
+    saved_cwd = os.getcwd()
+    # Real text streams over bytes: commands write to sys.stdout.buffer too.
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code: int | str | None = entry()
+            except SystemExit as exc:  # main()'s own exit, and usage errors
+                code = exc.code
+    finally:
+        os.chdir(saved_cwd)
+    assert isinstance(code, int), f"exit code {code!r}"
+    return Outcome(code, _text(out), _text(err))
+
+
 def run_cli(argv: list[str], cwd: Path) -> Outcome:
     """``pyvorin ARGV`` through cli.main(), as the console script runs it."""
     from pyvorin import cli
 
-    saved_argv, saved_cwd = sys.argv, os.getcwd()
-    # Real text streams over bytes: commands write to sys.stdout.buffer too.
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    sys.argv = ["pyvorin", *argv]
-    os.chdir(cwd)
-    code: int | str | None = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                cli.main()
-            except SystemExit as exc:
-                code = exc.code
-    finally:
-        sys.argv = saved_argv
-        os.chdir(saved_cwd)
-    assert isinstance(code, int), f"exit code {code!r}"
-    return Outcome(code, _text(out), _text(err))
+    def entry() -> None:
+        saved = sys.argv
+        sys.argv = ["pyvorin", *argv]
+        try:
+            cli.main()
+        finally:
+            sys.argv = saved
+
+    return _in_process(entry, cwd)
 
 
 def run_device_applier(argv: list[str], cwd: Path) -> Outcome:
     """``pyvorin-delta-apply ARGV`` (python3 -I -m pyvorin.delta, as swupdate's Lua handler runs it)."""
     from pyvorin.delta.__main__ import main
 
-    saved_cwd = os.getcwd()
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                code: int | str | None = main(argv)
-            except SystemExit as exc:  # usage errors
-                code = exc.code
-    finally:
-        os.chdir(saved_cwd)
-    assert isinstance(code, int), f"exit code {code!r}"
-    return Outcome(code, _text(out), _text(err))
+    return _in_process(lambda: main(argv), cwd)
 
 
 def _text(stream: io.TextIOWrapper) -> str:
@@ -399,18 +395,6 @@ def test_bundle_readers(workspace: Workspace, genuine: dict[str, Any], source: s
             assert verified.code == 0, ("sign signed what verify refuses", verified)
 
 
-def _rehash(blob: bytes) -> bytes:
-    """Recompute a windowed delta's self-hash, as an attacker who can write one would."""
-    body = blob[:-40] if blob[-40:-32] == b"PYVDEND1" else blob
-    return body + b"PYVDEND1" + hashlib.sha256(body).digest()
-
-
-def _with_header(blob: bytes, header: Any) -> bytes:
-    (size,) = struct.unpack(">I", blob[8:12])
-    encoded = json.dumps(header).encode()
-    return _rehash(blob[:8] + struct.pack(">I", len(encoded)) + encoded + blob[12 + size: -40])
-
-
 @budget(120)
 @given(kind=st.sampled_from(["bytes", "bytes-rehashed", "header"]), tree_edit=TREE_EDITS, byte_edits=BYTE_EDITS,
        workdir=st.sampled_from([None, "missing-dir", "rootfs.img", "."]), device=st.booleans())
@@ -420,13 +404,11 @@ def test_delta_apply(workspace: Workspace, genuine: dict[str, Any], kind: str, t
     with fresh(workspace) as root:
         blob = genuine["delta"]
         if kind == "header":
-            (size,) = struct.unpack(">I", blob[8:12])
-            header = json.loads(blob[12: 12 + size])
-            blob = _with_header(blob, mutate_tree(tree_edit, header))
+            blob = delta_with_header(blob, mutate_tree(tree_edit, delta_header(blob)))
         else:
             blob = mutate_bytes(byte_edits, blob)
             if kind == "bytes-rehashed":
-                blob = _rehash(blob)
+                blob = delta_rehashed(blob)
         (root / "bad.pyvd").write_bytes(blob)
         (root / "target.img").write_bytes(bytes(len(genuine["old"])))
         argv = ["bad.pyvd", "--source", "old.img", "--target", "target.img"]

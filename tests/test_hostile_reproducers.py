@@ -3,14 +3,11 @@ command line, one ``pyvorin`` line on stderr, exit 2, and nothing left behind.""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import struct
 from pathlib import Path
 
 import pytest
 
-from helpers import read_members, write_image, write_members
+from helpers import delta_header, delta_with_header, read_members, write_image, write_members
 
 
 def one_error_line(result, *fragments: str) -> str:  # type: ignore[no-untyped-def]
@@ -50,12 +47,9 @@ def _delta(cli, tmp_path: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped
 def test_a_delta_header_with_sizes_of_the_wrong_type(cli, tmp_path: Path, value: object) -> None:
     delta, old = _delta(cli, tmp_path)
     blob = delta.read_bytes()
-    (size,) = struct.unpack(">I", blob[8:12])
-    header = json.loads(blob[12:12 + size])
+    header = delta_header(blob)
     header["new_size"] = value
-    encoded = json.dumps(header).encode()
-    body = blob[:8] + struct.pack(">I", len(encoded)) + encoded + blob[12 + size:-40]
-    delta.write_bytes(body + b"PYVDEND1" + hashlib.sha256(body).digest())  # its self-hash made valid again
+    delta.write_bytes(delta_with_header(blob, header))  # its self-hash made valid again
     target = tmp_path / "target.img"
     target.write_bytes(bytes(64 * 1024))
     one_error_line(cli("delta-apply", delta, "--source", old, "--target", target), "new_size")
