@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import aes
 from .archive import SIGNATURE, SW_DESCRIPTION, open_bundle
-from .cpio import MAX_SIZE, CpioWriter, member_chunks
+from .cpio import MAX_SIZE, CpioWriter
 from .errors import BundleError, PyvorinError, SpecError, VerificationError
 from .fsutil import atomic_output
 from .hashing import Digest, byte_sum, digest_chunks, digest_file, file_chunks, sha256_file
@@ -153,9 +153,10 @@ def sign_bundle(source: Path, output: Path, signing: SigningOptions, *, replace:
         if bundle.signature is not None and not replace:
             raise BundleError(f"{source}: bundle is already signed (use --replace to sign it again)")
         # Sign only what the device would install: sw-description parses and
-        # names every member with its sha256 (the images are read once more).
+        # names every member with its sha256. That reading also gives each
+        # member's cpio checksum, which a 070701 input lacks and ours carries.
         try:
-            check_contents(bundle, source)
+            _, reports = check_contents(bundle, source)
         except VerificationError as exc:
             raise BundleError(f"refusing to sign: {exc}") from exc
         signature = sign_content(bundle.sw_description, signing)
@@ -164,9 +165,6 @@ def sign_bundle(source: Path, output: Path, signing: SigningOptions, *, replace:
             writer = CpioWriter(handle, mtime=cpio_mtime())
             writer.add_bytes(SW_DESCRIPTION, bundle.sw_description, byte_sum(bundle.sw_description))
             writer.add_bytes(SIGNATURE, signature, byte_sum(signature))
-            for member in bundle.payloads:
-                checksum = member.checksum
-                if not member.crc:  # a 070701 input has no checksums; ours must carry them
-                    checksum = digest_chunks(member_chunks(bundle.handle, member)).cpio_sum
-                writer.add_from_fd(member.name, member.size, checksum, fd, member.data_offset)
+            for member, report in zip(bundle.payloads, reports, strict=True):
+                writer.add_from_fd(member.name, member.size, report.cpio_sum, fd, member.data_offset)
             writer.finish()

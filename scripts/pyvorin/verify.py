@@ -35,6 +35,8 @@ class MemberReport:
     name: str
     size: int
     sha256: str
+    #: The newc-crc checksum of the member's bytes (what a 070702 header carries).
+    cpio_sum: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def check_contents(bundle: OpenBundle, path: Path) -> tuple[str, tuple[MemberRep
             raise VerificationError(f"{path}: sw-description gives no sha256 for {member.name!r}")
         if stated != {digest.sha256}:
             raise VerificationError(f"{path}: member {member.name!r} does not match its sha256 in sw-description")
-        reports.append(MemberReport(member.name, member.size, digest.sha256))
+        reports.append(MemberReport(member.name, member.size, digest.sha256, digest.cpio_sum))
     present = {m.name for m in bundle.payloads}
     missing = sorted(set(expected) - present)
     if missing:

@@ -27,8 +27,32 @@ class Located(dict[str, Any]):
         return self.line
 
 
+#: Deeper nesting is no spec: refused before the recursive composer goes deeper.
+MAX_DEPTH = 32
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark | None) -> None:
+        super().__init__()
+        self.mark = mark
+
+
 class _Loader(yaml.SafeLoader):
-    pass
+    """SafeLoader that counts collections as it composes them, in the same single pass."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        nested = self.check_event(yaml.CollectionStartEvent)
+        if nested:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if nested:
+                self._depth -= 1
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
@@ -50,23 +74,6 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> Located:
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-#: Deeper nesting is no spec: refused before anything recursive sees it.
-MAX_DEPTH = 32
-
-
-def _check_depth(raw: bytes, path: Path) -> None:
-    """Walk the parser's events (iterative, unlike composing) and refuse deep nesting."""
-    depth = 0
-    for event in yaml.parse(raw, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
-                where = f"line {event.start_mark.line + 1}: " if event.start_mark else ""
-                raise SpecError(f"{path}: {where}nested deeper than {MAX_DEPTH} levels")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -75,8 +82,10 @@ def load_yaml(path: Path, what: str = "YAML file") -> Located:
     """Load a YAML file whose top level must be a mapping."""
     raw = read_bytes(path, what)
     try:
-        _check_depth(raw, path)
         data = yaml.load(raw, Loader=_Loader)
+    except _TooDeep as exc:
+        where = f"line {exc.mark.line + 1}: " if exc.mark else ""
+        raise SpecError(f"{path}: {where}nested deeper than {MAX_DEPTH} levels") from exc
     except yaml.reader.ReaderError as exc:
         # A NUL, a control character or a byte that is not UTF-8.
         raise SpecError(f"{path}: byte {exc.position}: not YAML text ({_one_line(exc.reason)})") from exc
