@@ -14,7 +14,7 @@ APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openss
     lua5.1 lua5.4 libbz2-dev patch cmake pkg-config libconfig-dev libjson-c-dev liblua5.4-dev libarchive-dev libsystemd-dev libyaml-dev libzstd-dev zlib1g-dev git \
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
     qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo \
-    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck"
+    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck curl"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do
