@@ -64,7 +64,7 @@ def test_profile_names_and_attachments() -> None:
     assert names == {"pyvorin-confirm": ["pyvorin-confirm"], "usr.bin.swupdate": ["swupdate"]}
     swupdate = (PROFILES_DIR / "usr.bin.swupdate").read_text()
     # swupdate.sh execs /usr/bin/swupdate: attachment by path, no unit change.
-    assert re.search(r"^profile swupdate /usr/bin/swupdate \{", swupdate, re.M)
+    assert re.search(r"^profile swupdate /usr/bin/swupdate flags=\(attach_disconnected\) \{", swupdate, re.M)
     confirm = (PROFILES_DIR / "pyvorin-confirm").read_text()
     assert re.search(r"^profile pyvorin-confirm /usr/\{bin,sbin,libexec\}/pyvorin-confirm \{", confirm, re.M)
 

@@ -105,9 +105,9 @@ def test_apparmor_profile_parses() -> None:
 
 def test_apparmor_profile_enforces_and_names_the_agent() -> None:
     text = PROFILE.read_text()
-    assert re.search(r"^profile pyv-edge-agent /usr/bin/pyv-edge-agent \{", text, re.M)
-    # No flags=(complain) or (unconfined): the profile enforces.
-    assert "flags=" not in text
+    assert re.search(r"^profile pyv-edge-agent /usr/bin/pyv-edge-agent flags=\(attach_disconnected\) \{", text, re.M)
+    # No complain or unconfined flag: the profile enforces.
+    assert not re.search(r"flags=\([^)]*(complain|unconfined|kill)", text)
     assert "/data/pyvorin-edge/** rwk," in text
     assert not re.search(r"^\s*/etc/\S* [^,]*w", text, re.M), "config must stay read-only"
     for unit in ("pyvorin-edge-agent.service", "pyvorin-edge-backup.service"):

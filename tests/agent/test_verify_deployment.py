@@ -350,3 +350,16 @@ def test_whole_checklist_passes_on_a_good_device_and_fails_on_one_bad_check(
     device.write("/etc/systemd/journald.conf.d/zz.conf", "[Journal]\nSystemMaxFileSize=64M\n")
     document = verify(device, extra=("--sshd-config", str(sshd_config)), wrap=enter)
     assert [c["name"] for c in document["checks"] if not c["ok"]] == ["journald-caps"]
+
+
+def test_thermal_passes_without_zones_only_when_the_agent_has_its_metric_off(tmp_path: Path) -> None:
+    """A board without a sensor (the QEMU device) is configured with thermal_zone = "": then no
+    zone is no fault; with the default config it stays one."""
+    device = make_device(tmp_path)
+    shutil.rmtree(device.root / "sys/class/thermal")
+    ok, detail = outcome(device, "thermal")
+    assert not ok and "no readable thermal zone" in detail
+    device.write("/etc/pyvorin-edge/config.toml", '[agent]\ndata_dir = "/data/pyvorin-edge"\n[http]\nport = 8080\n'
+                                                  '[metrics]\nthermal_zone = ""\n').chmod(0o640)
+    ok, detail = outcome(device, "thermal")
+    assert ok and "metric is off" in detail

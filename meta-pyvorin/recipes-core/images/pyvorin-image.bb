@@ -12,6 +12,9 @@ inherit core-image pyvorin_image_policy
 # systemd commits /etc/machine-id there on first boot and it survives updates.
 IMAGE_FEATURES += "read-only-rootfs overlayfs-etc ssh-server-openssh"
 
+# swupdate-client: a local install through the daemon's root-only IPC socket
+# (an operator over SSH, a service technician's USB stick), checked and
+# installed by the same daemon, unit and profile as a fleet update.
 # packagegroup-core-boot brings the machine's essential packages
 # (MACHINE_ESSENTIAL_EXTRA_*), packagegroup-machine-base its extras
 # (MACHINE_EXTRA_*): Ethernet drivers and firmware, udev rules, kernel
@@ -21,7 +24,7 @@ IMAGE_INSTALL = "packagegroup-core-boot \
                  packagegroup-pyvorin-edge \
                  pyvorin-hwrevision \
                  ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-hardening', 'pyvorin-hardening', '', d)} \
-                 ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate pyvorin-confirm', '', d)} \
+                 ${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', 'swupdate swupdate-client pyvorin-confirm', '', d)} \
                  ${@'pyvorin-admin' if d.getVar('PYVORIN_ADMIN_USER') else ''} \
                  ${CORE_IMAGE_EXTRA_INSTALL} \
                 "
@@ -34,6 +37,38 @@ OVERLAYFS_ETC_FSTYPE = "ext4"
 OVERLAYFS_ETC_MOUNT_OPTIONS = "defaults,nodev,nosuid"
 OVERLAYFS_ETC_DEVICE:rpi = "/dev/mmcblk0p4"
 OVERLAYFS_ETC_DEVICE:tegra = "/dev/disk/by-partlabel/UDA"
+# The preinit would otherwise remount the root read-write to create its mount
+# points, on every boot: the slot's superblock changes (mount count and time),
+# so the running slot no longer matches the image a delta was made from (and
+# verified boot could never hash it). The image carries the mount points.
+OVERLAYFS_ETC_CREATE_MOUNT_DIRS = "0"
+
+# The FAT boot partition (U-Boot's environment copies, fw_env.config) at /boot,
+# written into the root file system itself: every slot, the one in the wic
+# and every one an update writes from ext4.gz, must mount it the same way.
+# The kernel in the slot's own /boot is U-Boot's to load, not Linux's.
+PYVORIN_BOOT_DEVICE ??= ""
+PYVORIN_BOOT_DEVICE:rpi ?= "/dev/mmcblk0p1"
+PYVORIN_BOOT_MOUNT_OPTIONS ??= "nodev,nosuid,noexec,umask=0077"
+pyvorin_boot_fstab() {
+    install -d ${IMAGE_ROOTFS}/boot ${IMAGE_ROOTFS}${OVERLAYFS_ETC_MOUNT_POINT}
+    if [ -n "${PYVORIN_BOOT_DEVICE}" ]; then
+        printf '%s\t/boot\tvfat\t%s\t0\t2\n' "${PYVORIN_BOOT_DEVICE}" "${PYVORIN_BOOT_MOUNT_OPTIONS}" \
+            >> ${IMAGE_ROOTFS}${sysconfdir}/fstab
+    fi
+}
+pyvorin_boot_fstab[doc] = "Creates the /boot and /data mount points, adds the boot partition's /boot line to fstab"
+ROOTFS_POSTPROCESS_COMMAND += "pyvorin_boot_fstab"
+
+# No journal on the read-only root: mounting a journalled ext4 read-only
+# still loads the journal and rewrites its superblock in the kernel's cache of
+# the block device, so the running slot no longer reads back as the image it
+# was made from and every delta is refused ("does not hold the delta's source
+# image"; found booting the image, tests/test_device_boot.py). A root that is
+# never written has nothing to journal.
+# (":ext4" is the image type image_types.bbclass reads, not an override oelint knows.)
+# nooelint: oelint.vars.specific
+EXTRA_IMAGECMD:ext4 = "-i 4096 -O ^has_journal"
 
 # The update bundle ships the root file system compressed; SWUpdate streams
 # it into the inactive slot.
@@ -55,7 +90,11 @@ IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap"
 # file), and the FAT partition keeps only firmware, U-Boot (as the firmware's
 # kernel), device trees, overlays and boot.scr: a kernel left there would be
 # a stale one nobody boots.
-IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', ' kernel-image', '', d)}"
+# u-boot-env carries /etc/fw_env.config (the two environment copies on the FAT,
+# u-boot_pyvorin.inc): swupdate's bootloader handler, fw_setenv and
+# pyvorin-confirm read it, and nothing else in the image depends on it
+# (libubootenv ships none), so without it no update could switch or confirm a slot.
+IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', ' kernel-image u-boot-env', '', d)}"
 IMAGE_BOOT_FILES:remove:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', '${KERNEL_IMAGETYPE}', '', d)}"
 
 # The release version (pyvorin-update.inc), stamped when the root file system
