@@ -69,3 +69,20 @@ bitbake -g pyvorin-image >/dev/null
 mv pn-buildlist task-depends.dot "$out/"
 say "bitbake -g pyvorin-image: $(wc -l < "$out/pn-buildlist") recipes"
 "$(dirname "$0")/layer-gate-closure.py" pyvorin-image "$out/pn-buildlist" "$out/packages.txt"
+
+# The Raspberry Pi's runtime content, exported for the booted-device test
+# (tests/qemu/system.py): each recipe's install code as BitBake expands it for
+# this machine, and the image's rootfs steps. The QEMU board boots the Pi's
+# U-Boot path, so only the Pi is exported, with the QEMU board's disk names
+# (virtio /dev/vda where the Pi has /dev/mmcblk0), as its machine file would set them.
+if [[ $machineoverrides == *":rpi:"* ]]; then
+    board=(--set PYVORIN_SLOT_A_DEVICE=/dev/vda2 --set PYVORIN_SLOT_B_DEVICE=/dev/vda3
+           --set OVERLAYFS_ETC_DEVICE=/dev/vda4 --set PYVORIN_BOOT_DEVICE=/dev/vda1
+           --set PYVORIN_FW_MGMT_SUBNETS=10.0.2.2/32)
+    recipes="base-files volatile-binds systemd-conf systemd:sources audit:sources u-boot:postfuncs bsdiff swupdate pyvorin-hardening pyvorin-apparmor-profiles
+             pyvorin-hwrevision pyvorin-delta-apply pyvorin-edge-agent pyvorin-edge-service
+             pyvorin-verify-deployment pyvorin-confirm"
+    [ -z "$(value PYVORIN_ADMIN_USER)" ] || recipes="$recipes pyvorin-admin"
+    # shellcheck disable=SC2086 # one word per recipe
+    "$(dirname "$0")/layer-gate-install.py" "${board[@]}" "$out/packages.txt" "$out/install" pyvorin-image $recipes
+fi

@@ -15,6 +15,9 @@
 #                   (bitbake refuses root; default: builder)
 #   KAS             the kas command (default: kas on PATH, else /opt/kas-venv/bin/kas)
 #   PYVORIN_GATE_SKIP_CHECK_LAYER=1  leave out yocto-check-layer (~30 min)
+#   PYVORIN_GATE_ADMIN_KEY  an SSH public key file: the images get the
+#                   administrator account "edgeadmin" with it (pyvorin-admin), as
+#                   the booted-device test logs in (tests/test_device_boot.py)
 #   PYVORIN_GATE_REPO  the tree to test (default: the one holding this script;
 #                   set it when running a copy of the script, as the tests do,
 #                   so that editing the tree cannot change a running script)
@@ -105,6 +108,10 @@ write_override() {  # machine -> override file path
         echo "  pyvorin-gate: |"
         echo "    BB_NO_NETWORK = \"1\""
         echo "    PYVORIN_KEYS_DIR = \"$build/keys\""
+        if [ -n "${PYVORIN_GATE_ADMIN_KEY:-}" ]; then
+            echo "    PYVORIN_ADMIN_USER = \"edgeadmin\""
+            echo "    PYVORIN_ADMIN_AUTHORIZED_KEYS = \"$build/keys/admin.pub\""
+        fi
     } > "$file"
     echo "$file"
 }
@@ -116,6 +123,11 @@ done
 # Dev keys for the bundle recipe (the layer has none and must not).
 if [ ! -f "$build/keys/manifest.json" ]; then
     PYTHONPATH="$repo/scripts" python3 -m pyvorin keys init "$build/keys" --only swupdate --key-size 2048
+fi
+
+if [ -n "${PYVORIN_GATE_ADMIN_KEY:-}" ]; then
+    mkdir -p "$build/keys"
+    cp "$PYVORIN_GATE_ADMIN_KEY" "$build/keys/admin.pub"
 fi
 
 # Run from a frozen copy of this tree (tracked and new files, as they are

@@ -48,7 +48,8 @@ USER = os.environ.get("PYVORIN_GATE_USER", "builder")
 KAS = os.environ.get("KAS", "/opt/kas-venv/bin/kas")
 #: Everything a gate run reads from this tree.
 INPUT_DIRS = ("meta-pyvorin", "kas")
-INPUT_FILES = ("scripts/layer-gate.sh", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py")
+INPUT_FILES = ("scripts/layer-gate.sh", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py",
+               "scripts/layer-gate-install.py")
 TIMEOUT = 3600
 
 
@@ -66,6 +67,9 @@ class GateRun:
     recipes: frozenset[str]
     #: Packages the image's rootfs step installs, each with its recipe.
     packages: dict[str, str]
+    #: The recipes' install code and the image's rootfs steps (scripts/layer-gate-install.py), for
+    #: the machines whose runtime the booted-device test boots; else None.
+    install: Path | None = None
 
 
 def base() -> Path:
@@ -140,9 +144,24 @@ def _tree_files() -> list[str]:
     return sorted(f for f in listed if f and (ROOT / f).is_file())
 
 
+def admin_key() -> Path:
+    """The private half of the SSH key the gate gives the images' administrator ("edgeadmin").
+
+    Made once, kept beside the gate's results (root's, mode 0600): the booted
+    device test logs in with it, as an operator would with theirs."""
+    directory = cache.root("layer-gate", base()) / "admin-key"
+    key = directory / "id_ed25519"
+    if not key.with_suffix(".pub").exists():
+        directory.mkdir(mode=0o755, exist_ok=True)
+        key.unlink(missing_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pyvorin-gate-edgeadmin", "-f", str(key)],
+                       check=True, capture_output=True)
+    return key
+
+
 def inputs(machine: str) -> str:
     """A hash of everything a gate run of *machine* reads."""
-    parts: list[str | bytes] = [machine, snapshot_digest()]
+    parts: list[str | bytes] = [machine, snapshot_digest(), admin_key().with_suffix(".pub").read_bytes()]
     kas_version = subprocess.run([KAS, "--version"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     parts.append(kas_version)
     for name in _tree_files():
@@ -182,7 +201,8 @@ def _read(out: Path, machine: str) -> GateRun:
         packages[package] = recipe
     return GateRun(machine=machine, log=log,
                    lines=tuple(line.strip() for line in log.splitlines() if line.strip().startswith("gate:")),
-                   recipes=frozenset((out / "pn-buildlist").read_text().split()), packages=packages)
+                   recipes=frozenset((out / "pn-buildlist").read_text().split()), packages=packages,
+                   install=out / "install" if (out / "install").is_dir() else None)
 
 
 _background: dict[str, concurrent.futures.Future[GateRun]] = {}
@@ -235,7 +255,7 @@ def run(machine: str) -> GateRun:
     build = root / "build"
     env = {**os.environ, "PYVORIN_LAYERS": str(layers()), "PYVORIN_GATE_BUILD": str(build),
            "PYVORIN_GATE_SKIP_CHECK_LAYER": "1", "PYVORIN_GATE_USER": USER, "KAS": KAS,
-           "PYVORIN_GATE_REPO": str(ROOT)}
+           "PYVORIN_GATE_REPO": str(ROOT), "PYVORIN_GATE_ADMIN_KEY": str(admin_key().with_suffix(".pub"))}
     # bash reads a script as it runs it: run a copy, so an edit of the tree
     # during the run cannot change the running script.
     with tempfile.NamedTemporaryFile("w", suffix=".sh") as script:
@@ -254,6 +274,9 @@ def run(machine: str) -> GateRun:
     (work / "gate.log").write_text(log)
     for name in ("packages.txt", "pn-buildlist"):
         shutil.copy(build / f"build-{machine}" / "gate-out" / name, work / name)
+    exported = build / f"build-{machine}" / "gate-out" / "install"
+    if exported.is_dir():
+        shutil.copytree(exported, work / "install", symlinks=True)
     (work / ".complete").touch()
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
