@@ -14,7 +14,8 @@ APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openss
     lua5.1 lua5.4 libbz2-dev patch cmake pkg-config libconfig-dev libjson-c-dev liblua5.4-dev libarchive-dev libsystemd-dev libyaml-dev libzstd-dev zlib1g-dev git \
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
     qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo \
-    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck curl"
+    build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck curl \
+    qemu-user-static binfmt-support arch-test openssh-client"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do
@@ -39,6 +40,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     if [ -n "$missing" ]; then
         echo "installing apt packages:$missing"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
+    # The booted device's root file system is made by mmdebstrap from arm64
+    # packages whose maintainer scripts run under qemu-user (binfmt_misc).
+    if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+        mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    fi
+    if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+        update-binfmts --enable qemu-aarch64
     fi
     # The layer gate (tests/test_layer_gate.py) runs kas and bitbake as an
     # unprivileged user, in the locale bitbake asks for, with kas in a venv of

@@ -32,16 +32,16 @@ def firmware() -> Firmware:
 
 
 class Device:
-    def __init__(self, work: Path, parts: Firmware) -> None:
+    def __init__(self, work: Path, parts: Firmware, layout: Layout | None = None) -> None:
         self.work = work
         self.parts = parts
-        self.disk = Disk(work / "disk.img", Layout())
+        self.disk = Disk(work / "disk.img", layout or Layout())
         self.runs = 0
 
-    def build(self, root_a: Path) -> None:
+    def build(self, root_a: Path, bootargs: str | None = None) -> None:
         """Fresh disk: boot partition (no environment yet: U-Boot starts on its defaults), root A."""
         script = self.work / "boot.cmd"
-        script.write_text(layer.boot_script())
+        script.write_text(layer.boot_script(bootargs))
         run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "pyvorin A/B", "-d", script,
              self.work / "boot.scr"])
         # Only the boot script: kernel and initramfs live in /boot of each slot.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +59,13 @@ def make_fat(path: Path, size: int, files: Mapping[str, Path]) -> Path:
     return path
 
 
-def make_ext4(path: Path, size: int, tree: Path | None, label: str) -> Path:
-    """ext4 of ``size`` bytes filled from ``tree``; 4 KiB blocks (small images get 1 KiB otherwise)."""
+def make_ext4(path: Path, size: int, tree: Path | None, label: str, options: Sequence[str] = ()) -> Path:
+    """ext4 of ``size`` bytes filled from ``tree``; 4 KiB blocks (small images get 1 KiB otherwise).
+
+    ``options``: more mke2fs options, e.g. the image's EXTRA_IMAGECMD:ext4."""
     path.unlink(missing_ok=True)
     argv: list[str | Path] = ["mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", label,
-                              "-E", "root_owner=0:0"]
+                              "-E", "root_owner=0:0", *options]
     if tree is not None:
         argv += ["-d", tree]
     run([*argv, path, str(size // 1024) + "k"], env={"E2FSPROGS_FAKE_TIME": "1700000000"})

@@ -53,8 +53,12 @@ def render(path: Path, words: Mapping[str, str], marker: str = "@@") -> str:
     return pattern.sub(lambda m: words[m.group(1)], text)
 
 
-def boot_script() -> str:
-    return render(BOOT_SCRIPT, QEMU_BOOT_WORDS)
+def boot_script(bootargs: str | None = None) -> str:
+    """The boot script for the QEMU board; ``bootargs`` replaces its kernel command line base."""
+    words = dict(QEMU_BOOT_WORDS)
+    if bootargs is not None:
+        words["PYVORIN_BASE_BOOTARGS"] = f"setenv bootargs {bootargs}"
+    return render(BOOT_SCRIPT, words)
 
 
 def env_size() -> int:

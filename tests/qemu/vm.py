@@ -31,18 +31,38 @@ class RunResult:
         return [line.strip() for line in self.log.splitlines() if line.strip().startswith(prefix)]
 
 
+@dataclass(frozen=True)
+class Network:
+    """QEMU user networking: the guest's virtio NIC behind NAT, TCP ports forwarded from 127.0.0.1.
+
+    ``forwards`` maps a host port (on 127.0.0.1 only) to a guest port. The guest
+    reaches nothing outside: ``restrict=on`` drops every packet it sends out."""
+
+    forwards: tuple[tuple[int, int], ...]
+
+    def argv(self) -> list[str]:
+        rules = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in self.forwards)
+        return ["-netdev", f"user,id=net0,restrict=on{rules}", "-device", "virtio-net-device,netdev=net0"]
+
+
 class Machine:
-    def __init__(self, firmware: Path, disk: Path, log: Path) -> None:
+    def __init__(self, firmware: Path, disk: Path, log: Path, *, network: Network | None = None, cpus: int = 1,
+                 memory_mib: int = 1024) -> None:
         self.firmware = firmware
         self.disk = disk
         self.log = log
+        self.network = network
+        self.cpus = cpus
+        self.memory_mib = memory_mib
         self._process: subprocess.Popen[bytes] | None = None
         self._started = 0.0
 
     def argv(self) -> list[str]:
-        # TCG, one CPU: -smp 2 is slower on two host cores. No NIC (no option ROM needed).
-        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", "1", "-m", "1024",
-                "-nodefaults", "-display", "none", "-monitor", "none", "-nic", "none",
+        # TCG, one CPU by default: -smp 2 is slower on two host cores for the
+        # busybox guests; systemd's parallel start-up gains from two.
+        nic = self.network.argv() if self.network else ["-nic", "none"]
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", str(self.cpus),
+                "-m", str(self.memory_mib), "-nodefaults", "-display", "none", "-monitor", "none", *nic,
                 "-serial", f"file:{self.log}",
                 "-bios", str(self.firmware),
                 "-drive", f"if=none,file={self.disk},format=raw,id=disk0",
@@ -87,6 +107,12 @@ class Machine:
             messages = self.log.with_suffix(".qemu.txt").read_text(errors="replace")
             raise HarnessError(f"qemu exited {self._process.returncode}: {messages}")
         return RunResult(self.text(), time.monotonic() - self._started, self._process.returncode)
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
 
     def cut_power(self) -> RunResult:
         """SIGKILL: no flush, no shutdown — what pulling the plug does to the guest."""

@@ -1,0 +1,297 @@
+"""The whole device, booted: U-Boot with the layer's boot script, the Debian
+arm64 kernel, systemd as PID 1, the root read-only and /etc an overlay on /data
+(oe-core's overlayfs-etc preinit), AppArmor enforcing, and the layer's runtime
+content installed by its recipes' own install code (tests/qemu/system.py).
+
+First boot, checked from inside (the administrator's SSH and sudo) and from
+the host; then a delta update pushed to the running daemon through its IPC
+socket, installed by the daemon under its hardened unit and profile, booted by
+U-Boot and confirmed by pyvorin-confirm only once the real agent is ready.
+Seconds from power-on to a ready agent and for the update end to end are
+printed (docs/device-test.md has the measured numbers).
+
+A failure explains itself: the serial console's tail and the failed units'
+journal are in the assertion message.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from qemu import booted, host
+from qemu.booted import Booted, DeviceKeys, Slots
+from qemu.device import Firmware, firmware
+
+import layer_gate
+from helpers import unavailable
+
+OLD = "2026.11.100"
+NEW = "2026.11.101"
+#: Cold TCG boots of systemd with Python services take a while; a hung boot must not hang CI.
+BOOT_TIMEOUT = 420.0
+#: Units and the state the layer designs them to be in after a healthy first boot.
+DESIGNED = {
+    "pyvorin-edge-agent.service": "active",
+    "pyvorin-confirm.service": "active",      # oneshot, RemainAfterExit: not on trial, nothing to confirm
+    "pyvorin-firewall.service": "active",
+    "pyvorin-journal-storage.service": "active",
+    "pyvorin-edge-backup.timer": "active",
+    "swupdate.socket": "active",
+    "swupdate.service": "active",
+    "apparmor.service": "active",
+    "auditd.service": "active",
+    "systemd-networkd.service": "active",
+    "tmp.mount": "active",
+    "var-volatile.mount": "active",
+    # Debian's openssh-server stands in for openssh-sshd: its sshd runs as ssh.service
+    # (oe-core's as sshd.socket); the configuration is the layer's drop-in either way.
+    "ssh.service": "active",
+}
+#: The layer's confining profiles, by name, as /sys/kernel/security/apparmor/profiles lists them.
+PROFILES = ("swupdate (enforce)", "pyvorin-confirm (enforce)", "pyv-edge-agent (enforce)")
+DENIALS = ("journalctl -b --no-pager -o cat | grep -F 'apparmor=\"DENIED\"'; "
+           "grep -hF 'apparmor=\"DENIED\"' /var/log/audit/audit.log; true")
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def parts() -> Firmware:
+    missing = host.missing_tools()
+    if missing:
+        unavailable(f"the booted device needs {', '.join(missing)}; scripts/test.sh installs them when run as root")
+    from qemu import system
+
+    problem = system.binfmt_problem()
+    if problem:
+        unavailable(problem)
+    return firmware()
+
+
+@pytest.fixture(scope="module")
+def exported() -> Path:
+    missing = layer_gate.missing_prerequisites()
+    if missing:
+        unavailable(f"the booted device installs what the layer gate exports; it needs {', '.join(missing)}")
+    run = layer_gate.result("raspberrypi4-64")
+    if run.install is None:
+        pytest.fail("the layer gate exported no install for raspberrypi4-64 (scripts/layer-gate-checks.sh)")
+    return run.install
+
+
+@pytest.fixture(scope="module")
+def device_keys() -> DeviceKeys:
+    return booted.device_keys()
+
+
+@pytest.fixture(scope="module")
+def slots(exported: Path, device_keys: DeviceKeys, parts: Firmware) -> Slots:
+    made = booted.slot_images(exported, device_keys, parts.kernel, OLD, NEW)
+    built = f"built in {made.build_seconds:.0f}s" if made.build_seconds else "cached"
+    print(f"slot images: {built}")
+    return made
+
+
+@pytest.fixture(scope="module")
+def first_boot(tmp_path_factory: pytest.TempPathFactory, parts: Firmware, slots: Slots) -> Iterator[Booted]:
+    """One fresh device for the first-boot checks (each boot costs half a minute of TCG)."""
+    with booted.booted(tmp_path_factory.mktemp("first-boot"), parts, slots.old, layer_gate.admin_key()) as running:
+        login = _up(running)
+        _configure_board(running)
+        ready = _agent_ready_seconds(running)
+        print(f"first boot: power-on to SSH login {login:.0f}s; agent ready {ready:.0f}s after power-on")
+        yield running
+
+
+@pytest.fixture
+def device(tmp_path: Path, parts: Firmware, slots: Slots) -> Iterator[Booted]:
+    with booted.booted(tmp_path, parts, slots.old, layer_gate.admin_key()) as running:
+        _up(running)
+        _configure_board(running)
+        yield running
+
+
+#: The QEMU board has no thermal sensor: its agent configuration says so, as an integrator's
+#: would for such a board, written through the /etc overlay (it persists on /data).
+NO_THERMAL_ZONE = ("sed -i 's|^thermal_zone = .*|thermal_zone = \"\"|' /etc/pyvorin-edge/config.toml && "
+                   "systemctl restart pyvorin-edge-agent.service")
+
+
+def _up(dev: Booted) -> float:
+    """Seconds from power-on to an administrator login; then waits for the boot to settle."""
+    seconds = dev.wait_for_ssh(BOOT_TIMEOUT)
+    dev.ssh("systemctl is-system-running --wait", timeout=BOOT_TIMEOUT)
+    return seconds
+
+
+def _configure_board(dev: Booted) -> None:
+    dev.sudo(NO_THERMAL_ZONE)
+
+
+def _agent_ready_seconds(dev: Booted) -> float:
+    """Seconds from power-on until the agent's /ready answered 200 inside the guest."""
+    assert dev.machine is not None
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        code = dev.ssh("curl -q -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8080/ready", timeout=30).stdout
+        if code.strip() == "200":
+            return dev.machine.elapsed()
+        time.sleep(1)
+    raise AssertionError(f"the agent never became ready\n{dev.explain()}")
+
+
+def test_first_boot_runs_every_unit_as_designed(first_boot: Booted) -> None:
+    state = first_boot.ssh("systemctl is-system-running").stdout.strip()
+    failed = first_boot.ssh("systemctl --failed --no-legend --plain").stdout.strip()
+    assert state == "running" and not failed, f"state {state}, failed:\n{failed}\n{first_boot.explain()}"
+    wrong = {unit: actual for unit, designed in DESIGNED.items()
+             if (actual := first_boot.ssh(f"systemctl is-active {unit}").stdout.strip()) != designed}
+    assert not wrong, f"units not in their designed state: {wrong}\n{first_boot.explain()}"
+
+
+def test_apparmor_enforces_the_layer_profiles_and_denies_nothing(first_boot: Booted) -> None:
+    assert first_boot.sudo("cat /sys/module/apparmor/parameters/enabled").strip() == "Y"
+    profiles = first_boot.sudo("cat /sys/kernel/security/apparmor/profiles")
+    assert all(profile in profiles for profile in PROFILES), profiles
+    confined = first_boot.sudo("cat /proc/$(systemctl show -P MainPID pyvorin-edge-agent)/attr/current")
+    assert confined.strip() == "pyv-edge-agent (enforce)"
+    denied = first_boot.sudo(DENIALS)
+    assert not denied.strip(), f"AppArmor denials:\n{denied}"
+
+
+def test_root_is_read_only_and_etc_an_overlay_on_data(first_boot: Booted) -> None:
+    options = first_boot.ssh("findmnt -n -o OPTIONS /").stdout.strip()
+    assert re.search(r"(^|,)ro(,|$)", options), options
+    assert first_boot.ssh("sudo -n touch /usr/pyvorin-probe").returncode != 0
+    assert first_boot.ssh("findmnt -n -o FSTYPE,SOURCE /etc").stdout.split() == ["overlay", "/data/overlay-etc/upper"]
+    assert first_boot.ssh("findmnt -n -o SOURCE /boot").stdout.strip() == "/dev/vda1"
+    assert first_boot.ssh("findmnt -n -o FSTYPE /tmp").stdout.strip() == "tmpfs"
+
+
+def test_the_agent_is_healthy_on_loopback_and_unreachable_from_outside(first_boot: Booted) -> None:
+    health = first_boot.ssh("curl -q -s -w ' %{http_code}' http://127.0.0.1:8080/health").stdout
+    assert health.rstrip().endswith("200") and '"status": "healthy"' in health, health
+    # The host's forwarded port reaches the guest's NIC address, where nothing of the agent listens.
+    with pytest.raises((urllib.error.URLError, ConnectionError, TimeoutError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{first_boot.agent_port}/health", timeout=10)
+
+
+def test_ssh_takes_keys_only_and_no_root(first_boot: Booted) -> None:
+    password = first_boot.ssh("true", options=("-o", "PubkeyAuthentication=no",
+                                               "-o", "PreferredAuthentications=password,keyboard-interactive"))
+    assert password.returncode == 255 and "Permission denied (publickey)" in password.stderr, password.stderr
+    root = first_boot.ssh("true", user="root")
+    assert root.returncode == 255 and "Permission denied" in root.stderr, root.stderr
+
+
+def test_the_go_live_checklist_passes(first_boot: Booted) -> None:
+    # A fresh device has no nightly backup yet: take one, as the checklist itself says.
+    first_boot.sudo("systemctl start pyvorin-edge-backup.service", timeout=180)
+    verify = first_boot.ssh("sudo -n pyvorin-verify-deployment", timeout=180)
+    assert verify.returncode == 0, f"{verify.stdout}{verify.stderr}"
+
+
+def test_machine_id_and_journal_persist_across_a_reboot(first_boot: Booted) -> None:
+    """Last of the first-boot checks: it reboots the device."""
+    machine_id = first_boot.ssh("cat /etc/machine-id").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", machine_id), machine_id
+    assert first_boot.sudo("readlink -f /var/log/journal").strip() == "/data/log/journal"
+    first_boot.reboot()
+    _up(first_boot)
+    assert first_boot.ssh("cat /etc/machine-id").stdout.strip() == machine_id
+    boots = first_boot.sudo("journalctl --list-boots --no-pager --no-legend | wc -l").strip()
+    assert int(boots) >= 2, boots
+    assert not first_boot.sudo(DENIALS).strip()
+
+
+def _spec(directory: Path, version: str, artifact: str) -> Path:
+    """A delta release shaped like the layer's rpi sw-description, for the QEMU board's disk."""
+    path = directory / f"release-{version}.yaml"
+    path.write_text(f"""\
+version: "{version}"
+description: booted-device update {version}
+artifacts:
+  {artifact}: {{file: {artifact}, type: pyvdelta}}
+machines:
+  {booted.BOARD}:
+    hardware-compatibility: ["{booted.HW_REVISION}"]
+    bootenv: {{upgrade_available: "1", bootcount: "0"}}
+    copy1:
+      install:
+        {artifact}: {{device: /dev/vda3, source: /dev/vda2}}
+      bootenv: {{rootpart: "3"}}
+    copy2:
+      install:
+        {artifact}: {{device: /dev/vda2, source: /dev/vda3}}
+      bootenv: {{rootpart: "2"}}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def delta_bundle(slots: Slots, device_keys: DeviceKeys, cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("delta")
+    started = time.monotonic()
+    cli("delta", slots.old, slots.new, "-o", work / "rootfs.pyvd", "--no-report", check=True)
+    spec = _spec(work, slots.new_version, "rootfs.pyvd")
+    cli("bundle", spec, "-o", work / "update.swu", *device_keys.signing_args(), check=True)
+    print(f"delta bundle {(work / 'update.swu').stat().st_size} bytes, made in {time.monotonic() - started:.0f}s")
+    return work / "update.swu"
+
+
+def _push(dev: Booted, bundle: Path) -> tuple[int, str]:
+    """The bundle into the running daemon's IPC socket with swupdate-client, as an operator does."""
+    copied = dev.ssh("cat > /tmp/update.swu", input_file=bundle, timeout=300)
+    assert copied.returncode == 0, copied.stderr
+    done = dev.ssh("sudo -n swupdate-client /tmp/update.swu", timeout=600)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _env(dev: Booted) -> dict[str, str]:
+    text = dev.sudo("fw_printenv")
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_a_delta_update_through_the_daemon_is_booted_and_confirmed(device: Booted, delta_bundle: Path,
+                                                                   slots: Slots, tmp_path: Path) -> None:
+    assert device.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda2"
+    before = _env(device)
+    slot_b = device.sudo("sha256sum /dev/vda3").split()[0]
+    # First a tampered copy: the daemon refuses it, nothing changes.
+    data = bytearray(delta_bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered = tmp_path / "tampered.swu"
+    tampered.write_bytes(bytes(data))
+    code, output = _push(device, tampered)
+    assert code != 0, output
+    assert _env(device) == before
+    assert device.sudo("sha256sum /dev/vda3").split()[0] == slot_b
+    # Then the real one.
+    started = time.monotonic()
+    code, output = _push(device, delta_bundle)
+    installed = time.monotonic() - started
+    assert code == 0, f"swupdate-client exited {code}:\n{output}\n{device.explain()}"
+    env = _env(device)
+    assert (env.get("rootpart"), env.get("upgrade_available")) == ("3", "1"), env
+    device.reboot()
+    _up(device)
+    ready = _agent_ready_seconds(device)
+    confirmed = device.ssh("systemctl is-active pyvorin-confirm.service").stdout.strip()
+    assert confirmed == "active", device.explain()
+    total = time.monotonic() - started
+    print(f"delta update ({delta_bundle.stat().st_size} bytes): install {installed:.0f}s, "
+          f"install + reboot + confirm {total:.0f}s (agent ready {ready:.0f}s after power-on)")
+    assert device.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda3"
+    assert f"IMAGE_VERSION={slots.new_version}" in device.ssh("cat /usr/lib/os-release").stdout
+    env = _env(device)
+    assert (env.get("rootpart"), env.get("upgrade_available"), env.get("bootcount")) == ("3", "0", "0"), env
+    denied = device.sudo(DENIALS)
+    assert not denied.strip(), f"AppArmor denials:\n{denied}"
