@@ -86,6 +86,8 @@ class Slots:
     old_version: str
     new_version: str
     build_seconds: float | None
+    #: ``new`` whose agent exits at once: a bad release, as pyvorin-confirm sees one.
+    broken: Path | None = None
 
 
 def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str, new: str) -> Slots:
@@ -108,6 +110,9 @@ def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str
             # The slot's initramfs says which release's /boot U-Boot loaded (guest.stamped_initrd).
             guest.stamped_initrd(kernel.initrd, version, tree / "boot/initrd.img")
             make_ext4(out / f"rootfs-{version}.ext4", LAYOUT.root * 1024 * 1024, tree, "root", options)
+        agent = tree / "usr/bin/pyv-edge-agent"
+        agent.write_text("#!/bin/sh\necho 'a broken release: the agent exits' >&2\nexit 1\n")
+        make_ext4(out / "rootfs-broken.ext4", LAYOUT.root * 1024 * 1024, tree, "root", options)
         shutil.rmtree(tree)
         seconds.append(time.monotonic() - started)
 
@@ -116,7 +121,7 @@ def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str
                        (Path(__file__).with_name("system.py")).read_bytes(), Path(__file__).read_bytes(), old, new)
     out = cache.entry("device-slots", inputs, build)
     return Slots(out / f"rootfs-{old}.ext4", out / f"rootfs-{new}.ext4", old, new,
-                 seconds[0] if seconds else None)
+                 seconds[0] if seconds else None, out / "rootfs-broken.ext4")
 
 
 def free_port() -> int:
@@ -179,6 +184,13 @@ class Booted:
             raise HarnessError(f"{command!r} exited {done.returncode}:\n{done.stdout}{done.stderr}")
         return done.stdout
 
+    def answers(self, timeout: float) -> bool:
+        """Whether the administrator's login works now (a machine going down may not even refuse)."""
+        try:
+            return self.ssh("true", timeout=timeout).returncode == 0
+        except HarnessError:
+            return False
+
     def wait_for_ssh(self, timeout: float) -> float:
         """Seconds from power-on until the administrator's login works."""
         assert self.machine is not None
@@ -186,7 +198,7 @@ class Booted:
         while time.monotonic() < deadline:
             if not self.machine.running():
                 raise HarnessError(f"the machine stopped before SSH came up:\n{self.console_tail()}")
-            if self.ssh("true", timeout=30).returncode == 0:
+            if self.answers(timeout=30):
                 return self.machine.elapsed()
             time.sleep(2)
         raise HarnessError(f"no SSH login within {timeout:.0f}s:\n{self.console_tail()}")
@@ -217,7 +229,7 @@ class Booted:
         """A clean reboot; returns once the old system stopped answering."""
         self.ssh("sudo -n systemctl reboot", timeout=30)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.ssh("true", timeout=15).returncode == 0:
+        while time.monotonic() < deadline and self.answers(timeout=15):
             time.sleep(1)
 
 
