@@ -286,14 +286,14 @@ def test_a_delta_update_through_the_daemon_is_booted_and_confirmed(device: Boote
     assert code == 0, f"swupdate-client exited {code}:\n{output}\n{device.explain()}"
     env = _env(device)
     assert (env.get("rootpart"), env.get("upgrade_available")) == ("3", "1"), env
+    rebooted = time.monotonic()
     device.reboot()
     _up(device)
-    ready = _agent_ready_seconds(device)
     confirmed = device.ssh("systemctl is-active pyvorin-confirm.service").stdout.strip()
     assert confirmed == "active", device.explain()
     total = time.monotonic() - started
-    print(f"delta update ({delta_bundle.stat().st_size} bytes): install {installed:.0f}s, "
-          f"install + reboot + confirm {total:.0f}s (agent ready {ready:.0f}s after power-on)")
+    print(f"delta update ({delta_bundle.stat().st_size} bytes): install {installed:.0f}s, reboot to confirmed "
+          f"{time.monotonic() - rebooted:.0f}s, install + reboot + confirm {total:.0f}s")
     assert device.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda3"
     assert f"IMAGE_VERSION={slots.new_version}" in device.ssh("cat /usr/lib/os-release").stdout
     env = _env(device)
