@@ -231,21 +231,29 @@ def _parents(path: str) -> list[str]:
 
 
 def _copy_paths(src: Path, dest: Path, paths: Iterable[str]) -> None:
-    """``paths`` (files, links, directories themselves) from ``src`` to ``dest``, owners and modes kept."""
+    """``paths`` (files, links, directories themselves) from ``src`` to ``dest``, owners and modes kept.
+
+    One tar piped into another: the archive is never held in memory."""
     names = [p.lstrip("/") for p in paths]
     if not names:
         return
-    listing = src.parent / f"{src.name}.list"
-    listing.write_text("\n".join(names) + "\n")
-    packed = subprocess.run(["tar", "-C", str(src), "--no-recursion", "--numeric-owner", "-cf", "-", "-T",
-                             str(listing)], capture_output=True, check=False)
-    if packed.returncode != 0:
-        raise HarnessError(f"tar of {src}: {packed.stderr.decode(errors='replace')}")
-    unpacked = subprocess.run(["tar", "-C", str(dest), "--numeric-owner", "--keep-directory-symlink", "-xpf", "-"],
-                              input=packed.stdout, capture_output=True, check=False)
-    if unpacked.returncode != 0:
-        raise HarnessError(f"untar into {dest}: {unpacked.stderr.decode(errors='replace')}")
-    listing.unlink()
+    with subprocess.Popen(["tar", "-C", str(src), "--no-recursion", "--numeric-owner", "--null", "-cf", "-",
+                           "-T", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as packer, \
+            subprocess.Popen(["tar", "-C", str(dest), "--numeric-owner", "--keep-directory-symlink", "-xpf", "-"],
+                             stdin=packer.stdout, stderr=subprocess.PIPE) as unpacker:
+        assert packer.stdin and packer.stdout and packer.stderr and unpacker.stderr
+        packer.stdout.close()           # the unpacker holds the read end
+        packer.stdin.write(b"\0".join(n.encode() for n in names) + b"\0")
+        packer.stdin.close()
+        packed_errors = packer.stderr.read()
+        unpacked_errors = unpacker.stderr.read()
+        packer.wait()
+        unpacker.wait()
+    if packer.returncode != 0:
+        raise HarnessError(f"tar of {src}: {packed_errors.decode(errors='replace')}")
+    if unpacker.returncode != 0:
+        raise HarnessError(f"untar into {dest}: {unpacked_errors.decode(errors='replace')}")
 
 
 @dataclass(frozen=True)
@@ -454,7 +462,7 @@ def systemd_like_oe(tree: Path) -> None:
         (wants / "tmp.mount").symlink_to("../tmp.mount")
 
 
-def python_path(tree: Path, exported: Path) -> None:
+def python_path(tree: Path) -> None:
     """Debian's python3 (3.11) reads /usr/lib/python3/dist-packages; the recipes install into
     oe-core's PYTHON_SITEPACKAGES_DIR (python3.12/site-packages). A .pth file joins them; the
     bytecode the recipes compiled in the tree is 3.11's."""
@@ -495,7 +503,7 @@ def build_tree(dest: Path, exported: Path, keys: Keys, stamps: Mapping[str, str]
     for recipe in exported_recipes(exported):
         install_recipe(recipe, dest, keys, device)
     kernel_modules(dest)
-    python_path(dest, exported)
+    python_path(dest)
     systemd_like_oe(dest)
     release = dest / "usr/lib/os-release"
     lines = [line for line in release.read_text().splitlines() if line.split("=", 1)[0] not in stamps]
