@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from qemu import booted, host
+from qemu import booted, system
 from qemu.booted import Booted, DeviceKeys, Slots
-from qemu.device import Firmware, firmware
+from qemu.device import Firmware, tested_firmware
 
 import layer_gate
 from helpers import unavailable
@@ -67,15 +67,10 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 @pytest.fixture(scope="module")
 def parts() -> Firmware:
-    missing = host.missing_tools()
-    if missing:
-        unavailable(f"the booted device needs {', '.join(missing)}; scripts/test.sh installs them when run as root")
-    from qemu import system
-
     problem = system.binfmt_problem()
     if problem:
         unavailable(problem)
-    return firmware()
+    return tested_firmware("the booted device's tests")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,11 @@ from typing import Protocol
 
 import pytest
 
-from qemu import bundles, host, images, layer
-from qemu.device import Device, Firmware, firmware
+from qemu import bundles, images, layer
+from qemu.device import Device, Firmware, tested_firmware
 from qemu.disk import Layout
 from qemu.guest import Kernel
 from qemu.vm import RunResult
-
-from helpers import unavailable
 
 OLD = "2026.11.0"      # installed in slot A
 NEW = "2026.11.1"      # the update
@@ -39,13 +37,7 @@ assert ROOTFS_SIZE <= Layout().root * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def parts() -> Firmware:
-    missing = host.missing_tools()
-    if missing:
-        unavailable(f"QEMU rollback tests need {', '.join(missing)}; scripts/test.sh installs them when run as root")
-    started = time.monotonic()
-    built = firmware()
-    print(f"firmware ready in {time.monotonic() - started:.0f}s")
-    return built
+    return tested_firmware("QEMU rollback tests")
 
 
 # The conftest fixtures, by shape: "conftest" is not importable by name once

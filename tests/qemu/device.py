@@ -5,10 +5,11 @@ the test hands the guest an update bundle."""
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qemu import guest, layer, uboot, vm
+from qemu import guest, host, layer, uboot, vm
 from qemu.disk import BOOT, DATA, ROOT_A, ROOT_B, Disk, Layout, make_ext4, make_fat
 from qemu.errors import HarnessError
 from qemu.host import run
@@ -29,6 +30,20 @@ def firmware() -> Firmware:
     if built.env_size != layer.env_size():
         raise HarnessError(f"CONFIG_ENV_SIZE {built.env_size:#x} != fw_env.config size {layer.env_size():#x}")
     return Firmware(built, guest.kernel())
+
+
+def tested_firmware(what: str) -> Firmware:
+    """:func:`firmware` for a test module; ``what`` needs QEMU: without the host tools it is
+    unavailable (a failure under CI, where scripts/test.sh installs them)."""
+    from helpers import unavailable  # noqa: PLC0415 - tests/ is on the path only for the tests
+
+    missing = host.missing_tools()
+    if missing:
+        unavailable(f"{what} need {', '.join(missing)}; scripts/test.sh installs them when run as root")
+    started = time.monotonic()
+    built = firmware()
+    print(f"firmware ready in {time.monotonic() - started:.0f}s")
+    return built
 
 
 class Device:
