@@ -28,7 +28,7 @@ import pytest
 
 from qemu import booted, system
 from qemu.booted import Booted, DeviceKeys, Slots
-from qemu.device import Firmware, tested_firmware
+from qemu.device import Firmware, firmware_for
 
 import layer_gate
 from helpers import unavailable
@@ -70,7 +70,7 @@ def parts() -> Firmware:
     problem = system.binfmt_problem()
     if problem:
         unavailable(problem)
-    return tested_firmware("the booted device's tests")
+    return firmware_for("the booted device's tests")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from typing import Protocol
 import pytest
 
 from qemu import bundles, images, layer
-from qemu.device import Device, Firmware, tested_firmware
+from qemu.device import Device, Firmware, firmware_for
 from qemu.disk import Layout
 from qemu.guest import Kernel
 from qemu.vm import RunResult
@@ -37,7 +37,7 @@ assert ROOTFS_SIZE <= Layout().root * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def parts() -> Firmware:
-    return tested_firmware("QEMU rollback tests")
+    return firmware_for("QEMU rollback tests")
 
 
 # The conftest fixtures, by shape: "conftest" is not importable by name once

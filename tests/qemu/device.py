@@ -32,7 +32,7 @@ def firmware() -> Firmware:
     return Firmware(built, guest.kernel())
 
 
-def tested_firmware(what: str) -> Firmware:
+def firmware_for(what: str) -> Firmware:
     """:func:`firmware` for a test module; ``what`` needs QEMU: without the host tools it is
     unavailable (a failure under CI, where scripts/test.sh installs them)."""
     from helpers import unavailable  # noqa: PLC0415 - tests/ is on the path only for the tests
