@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import aes
@@ -53,7 +53,7 @@ class KeyOptions:
     force: bool = False
     organization: str = "Pyvorin"
     days: int = 3650
-    groups: tuple[str, ...] = ("swupdate", "tegra", "rpi")
+    groups: tuple[str, ...] = ("swupdate", "tegra", "rpi", "fleet")
 
     def __post_init__(self) -> None:
         if not MIN_DAYS <= self.days <= MAX_DAYS:
@@ -114,7 +114,8 @@ def _name(options: KeyOptions, common_name: str) -> x509.Name:
 
 
 def _certificate(
-    subject: x509.Name, key: rsa.RSAPrivateKey, issuer: x509.Name, issuer_key: rsa.RSAPrivateKey,
+    subject: x509.Name, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, issuer: x509.Name,
+    issuer_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     options: KeyOptions, *, ca: bool,
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
@@ -147,7 +148,7 @@ def _certificate(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def _pem_key(key: rsa.RSAPrivateKey, passphrase: bytes | None, *, traditional: bool = False) -> bytes:
+def _pem_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, passphrase: bytes | None, *, traditional: bool = False) -> bytes:
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
@@ -270,10 +271,40 @@ def _plan_rpi(plan: _Plan, options: KeyOptions) -> None:
     ]
 
 
+def _plan_fleet(plan: _Plan, options: KeyOptions) -> None:
+    # EC P-256: every device's TLS handshake verifies this CA's signatures, and
+    # curl, OpenSSL, mosquitto and nginx all take it.
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(options, f"{options.organization} fleet CA")
+    ca = _certificate(name, key, name, key, options, ca=True)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    # An empty revocation list from the start: servers are set up with it on day one,
+    # and `pyvorin fleet revoke` only ever replaces it.
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(now)
+           .next_update(now + datetime.timedelta(days=30))
+           .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
+           .sign(key, hashes.SHA256()))
+    plan.add("fleet/ca.key", _pem_key(key, options.passphrase), private=True)
+    plan.add("fleet/ca.crt", _cert_pem(ca), private=False)
+    plan.add("fleet/crl.pem", crl.public_bytes(serialization.Encoding.PEM), private=False)
+    fp = spki_fingerprint(key.public_key())
+    plan.entries += [
+        ManifestEntry("fleet/ca.key", "Fleet CA private key: signs device and server certificates (keep offline)",
+                      "EC-P256", fp, True, "pyvorin fleet sign|server-cert|revoke", options.dev,
+                      bool(options.passphrase)),
+        ManifestEntry("fleet/ca.crt", "Fleet CA certificate: devices trust the server by it, servers the devices",
+                      "X.509", fp, False, "PYVORIN_FLEET_CA (device), server ssl_client_certificate / cafile",
+                      options.dev),
+        ManifestEntry("fleet/crl.pem", "Fleet certificate revocation list (re-made by pyvorin fleet revoke|crl)",
+                      "X.509 CRL", fp, False, "server ssl_crl / crlfile", options.dev),
+    ]
+
+
 _GROUPS: dict[str, Callable[[_Plan, KeyOptions], None]] = {
     "swupdate": _plan_swupdate,
     "tegra": _plan_tegra,
     "rpi": _plan_rpi,
+    "fleet": _plan_fleet,
 }
 
 

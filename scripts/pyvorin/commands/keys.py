@@ -23,6 +23,8 @@ Files written by 'init' (private keys 0600 in 0700 directories):
   tegra/oem_k1.key, sym2_t234.key, auth_t234.key   EKB inputs for gen_ekb.py
   tegra/uefi_db.key, uefi_db.crt  UEFI secure boot db key
   rpi/private.pem, public.pem     Raspberry Pi secure boot (RSA-2048)
+  fleet/ca.key, ca.crt, crl.pem   fleet CA (EC P-256): device and server TLS certificates
+                                  ('pyvorin fleet'), and its revocation list
 """
 
 
@@ -45,9 +47,9 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                       help="extendedKeyUsage of the signer; must match swupdate --cert-purpose "
                            "(default emailProtection)")
     init.add_argument("--passphrase-file", type=Path, metavar="FILE",
-                      help="encrypt the SWUpdate CA and signer keys with this passphrase")
-    init.add_argument("--only", default="swupdate,tegra,rpi", metavar="GROUPS",
-                      help="comma-separated key groups: swupdate, tegra, rpi (default all)")
+                      help="encrypt the SWUpdate CA and signer keys and the fleet CA key with this passphrase")
+    init.add_argument("--only", default="swupdate,tegra,rpi,fleet", metavar="GROUPS",
+                      help="comma-separated key groups: swupdate, tegra, rpi, fleet (default all)")
     init.add_argument("--organization", default="Pyvorin", metavar="NAME",
                       help="organization name in the certificates")
     init.add_argument("--days", type=int, default=3650,
