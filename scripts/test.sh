@@ -15,7 +15,7 @@ APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openss
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
     qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo \
     build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck curl \
-    qemu-user-static binfmt-support arch-test openssh-client"
+    qemu-user-static binfmt-support arch-test openssh-client nginx mosquitto libcurl4-openssl-dev"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do
@@ -62,6 +62,13 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     # a machine that already has node (Debian's or another vendor's) keeps it.
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    # The fleet tests start a real goosebit (the hawkBit DDI server docs/fleet.md
+    # recommends) from its own venv: its dependencies are not the release tool's.
+    goosebit_version=0.2.12
+    if [ "$(/opt/goosebit-venv/bin/python -c 'import importlib.metadata as m; print(m.version("goosebit"))' 2>/dev/null)" != "$goosebit_version" ]; then
+        /usr/bin/python3 -m venv /opt/goosebit-venv
+        /opt/goosebit-venv/bin/pip install -q --disable-pip-version-check "goosebit==$goosebit_version"
     fi
     kas_version=$(sed -n 's/.*"kas==\([0-9.]*\)".*/\1/p' pyproject.toml)
     if [ "$(/opt/kas-venv/bin/kas --version 2>/dev/null | cut -d' ' -f2)" != "$kas_version" ]; then
