@@ -79,10 +79,10 @@ if [[ $machineoverrides == *":rpi:"* ]]; then
     board=(--set PYVORIN_SLOT_A_DEVICE=/dev/vda2 --set PYVORIN_SLOT_B_DEVICE=/dev/vda3
            --set OVERLAYFS_ETC_DEVICE=/dev/vda4 --set PYVORIN_BOOT_DEVICE=/dev/vda1
            --set PYVORIN_FW_MGMT_SUBNETS=10.0.2.2/32)
-    recipes="base-files volatile-binds systemd-conf systemd:sources audit:sources u-boot:postfuncs bsdiff swupdate pyvorin-hardening pyvorin-apparmor-profiles
-             pyvorin-hwrevision pyvorin-delta-apply pyvorin-edge-agent pyvorin-edge-service
-             pyvorin-verify-deployment pyvorin-confirm"
-    [ -z "$(value PYVORIN_ADMIN_USER)" ] || recipes="$recipes pyvorin-admin"
+    # Other layers' recipes the stand-in takes from their install code; the
+    # layer's own recipes in the image follow them, found by --layer.
+    recipes="base-files volatile-binds systemd-conf systemd:sources audit:sources u-boot:postfuncs bsdiff swupdate"
     # shellcheck disable=SC2086 # one word per recipe
-    "$(dirname "$0")/layer-gate-install.py" "${board[@]}" "$out/packages.txt" "$out/install" pyvorin-image $recipes
+    "$(dirname "$0")/layer-gate-install.py" "${board[@]}" --layer "$(dirname "$0")/../meta-pyvorin" \
+        "$out/packages.txt" "$out/install" pyvorin-image $recipes
 fi

@@ -3,7 +3,7 @@
 
 Runs inside `kas shell` after layer-gate-closure.py (scripts/layer-gate-checks.sh):
 
-    layer-gate-install.py [--set VAR=VALUE]... PACKAGES_TXT OUTPUT IMAGE RECIPE[:postfuncs]...
+    layer-gate-install.py [--set VAR=VALUE]... [--layer DIR] PACKAGES_TXT OUTPUT IMAGE RECIPE[:postfuncs]...
 
 No recipe can be built here (nothing upstream can be fetched), yet the QEMU
 test must boot the layer's runtime content installed exactly as the recipes
@@ -28,6 +28,10 @@ package Debian stands in for, without the packages (the test takes single
 files from it, as that install code places them).
 ``RECIPE:postfuncs`` exports only do_install's postfuncs (a layer's additions
 to a recipe whose own install needs its build, as u-boot's fw_env.config).
+``--layer DIR`` adds, after the RECIPEs named, every recipe of the layer in
+DIR that the image installs a package of (PACKAGES_TXT), packagegroups
+aside: a recipe the layer adds to the image is exported without anyone
+listing it (a hand-kept list once left the device identity out).
 ``--set`` gives a variable the value of the board the test boots (the QEMU
 board's disk is /dev/vda where the Pi's is /dev/mmcblk0), as a machine
 configuration would; it applies to every recipe and the image.
@@ -39,8 +43,9 @@ the stand-in needs (``rootfs-postprocess.sh``, IMAGE_ROOTFS being
 does.
 
 The CA certificate and AES key a recipe installs are named
-``${WORKDIR}/pyvorin-ca.crt`` and ``${WORKDIR}/pyvorin-aes.key``: the test
-supplies the keys its bundles are signed with. ``${PYTHON}`` is the target's
+``${WORKDIR}/pyvorin-ca.crt`` and ``${WORKDIR}/pyvorin-aes.key``, the fleet CA
+``${WORKDIR}/pyvorin-fleet-ca.crt``: the test supplies the keys its bundles are
+signed with and its device certificates are issued by. ``${PYTHON}`` is the target's
 python3 (the bytecode is compiled for the interpreter that runs it).
 """
 
@@ -62,11 +67,30 @@ def bitbake_lib() -> Path:
     return Path(os.path.realpath(found)).parent.parent / "lib"
 
 
+def layer_recipes(tinfoil: object, layer: Path, image_recipes: list[str], named: set[str]) -> list[str]:
+    """The recipes of ``layer`` among ``image_recipes`` not ``named`` already, packagegroups aside."""
+    found = []
+    for pn in image_recipes:
+        if pn in named:
+            continue
+        recipe_file = Path(tinfoil.get_recipe_file(pn))  # type: ignore[attr-defined]
+        if layer not in recipe_file.resolve().parents or recipe_file.name.startswith("packagegroup-"):
+            continue
+        found.append(pn)
+    return found
+
+
 def main(argv: list[str]) -> int:
     settings: dict[str, str] = {}
-    while argv[:1] == ["--set"] and len(argv) > 1 and "=" in argv[1]:
-        name, _, value = argv[1].partition("=")
-        settings[name] = value
+    layer: Path | None = None
+    while argv[:1] in (["--set"], ["--layer"]) and len(argv) > 1:
+        if argv[0] == "--layer":
+            layer = Path(argv[1]).resolve()
+        else:
+            name, eq, value = argv[1].partition("=")
+            if not eq:
+                raise SystemExit(f"layer-gate-install: --set {argv[1]}: VAR=VALUE")
+            settings[name] = value
         argv = argv[2:]
     if len(argv) < 4:
         print(__doc__, file=sys.stderr)
@@ -78,11 +102,15 @@ def main(argv: list[str]) -> int:
     import bb.fetch2  # noqa: PLC0415
     import bb.tinfoil  # noqa: PLC0415
 
-    installed = {line.split()[0] for line in packages_txt.read_text().splitlines() if line.strip()}
+    lines = [line.split() for line in packages_txt.read_text().splitlines() if line.strip()]
+    installed = {fields[0] for fields in lines}
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)
     with bb.tinfoil.Tinfoil() as tinfoil:
         tinfoil.prepare(config_only=False, quiet=2)
+        if layer is not None:
+            recipes = recipes + layer_recipes(tinfoil, layer, sorted({fields[1] for fields in lines}),
+                                              {spec.partition(":")[0] for spec in recipes})
         for spec in recipes:
             pn, _, part = spec.partition(":")
             if part not in ("", "postfuncs", "sources"):
@@ -103,6 +131,8 @@ def main(argv: list[str]) -> int:
             d.setVar("PYVORIN_SWUPDATE_CA_CERT", "${WORKDIR}/pyvorin-ca.crt")
             if d.getVar("PYVORIN_SWUPDATE_AES_KEY"):
                 d.setVar("PYVORIN_SWUPDATE_AES_KEY", "${WORKDIR}/pyvorin-aes.key")
+            if d.getVar("PYVORIN_FLEET_CA_CERT"):
+                d.setVar("PYVORIN_FLEET_CA_CERT", "${WORKDIR}/pyvorin-fleet-ca.crt")
             if part == "postfuncs":
                 # Only the layer's postfuncs, as the body of an install of their own.
                 funcs = (d.getVarFlag("do_install", "postfuncs") or "").split()
@@ -207,7 +237,13 @@ def export_image(d, out: Path) -> None:
     info = {"image": d.getVar("PN"), "features": features, "postprocess": list(POSTPROCESS),
             "rootfs_postprocess_command": commands,
             "overlayfs": {name: d.getVar(name) for name in OVERLAYFS_VARS},
-            "ext4_options": d.getVar("EXTRA_IMAGECMD:ext4") or ""}
+            "ext4_options": d.getVar("EXTRA_IMAGECMD:ext4") or "",
+            # How the flashed image is laid out: the wks as image_types_wic expands it, and the
+            # ext4 (with the types it must come after) its rawcopy partition names.
+            "wks": d.getVar("_WKS_TEMPLATE") or "",
+            "ext4_link": d.expand("${IMGDEPLOYDIR}/${IMAGE_LINK_NAME}.ext4"),
+            "wic_typedep": (d.getVar("IMAGE_TYPEDEP:wic") or "").split(),
+            "fstypes": (d.getVar("IMAGE_FSTYPES") or "").split()}
     if "overlayfs-etc" in features:
         shutil.copy(d.getVar("OVERLAYFS_ETC_INIT_TEMPLATE"), out / "overlayfs-etc-preinit.sh.in")
     (out / "image.json").write_text(json.dumps(info, indent=1) + "\n")

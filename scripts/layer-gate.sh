@@ -121,8 +121,9 @@ for name in poky meta-openembedded meta-swupdate meta-security meta-raspberrypi 
 done
 
 # Dev keys for the bundle recipe (the layer has none and must not).
-if [ ! -f "$build/keys/manifest.json" ]; then
-    PYTHONPATH="$repo/scripts" python3 -m pyvorin keys init "$build/keys" --only swupdate --key-size 2048
+# A build directory kept from before the fleet CA gets both anew.
+if [ ! -f "$build/keys/manifest.json" ] || [ ! -f "$build/keys/fleet/ca.crt" ]; then
+    PYTHONPATH="$repo/scripts" python3 -m pyvorin keys init "$build/keys" --only swupdate,fleet --key-size 2048 --force
 fi
 
 if [ -n "${PYVORIN_GATE_ADMIN_KEY:-}" ]; then

@@ -4,11 +4,12 @@ arm64 kernel, systemd as PID 1, the root read-only and /etc an overlay on /data
 content installed by its recipes' own install code (tests/qemu/system.py).
 
 First boot, checked from inside (the administrator's SSH and sudo) and from
-the host; then a delta update pushed to the running daemon through its IPC
-socket, installed by the daemon under its hardened unit and profile, booted by
-U-Boot and confirmed by pyvorin-confirm only once the real agent is ready.
-Seconds from power-on to a ready agent and for the update end to end are
-printed (docs/device-test.md has the measured numbers).
+the host, ends with a full update of that device; a second device takes a
+delta update. Each is pushed to the running daemon through its IPC socket,
+installed by the daemon under its hardened unit and profile, booted by U-Boot
+and confirmed by pyvorin-confirm only once the real agent is ready. Seconds
+from power-on to a ready agent and for each update end to end are printed
+(docs/device-test.md has the measured numbers).
 
 A failure explains itself: the serial console's tail and the failed units'
 journal are in the assertion message.
@@ -17,6 +18,7 @@ journal are in the assertion message.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 import urllib.error
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from qemu import booted, system
+from qemu import booted, bundles, images, system
 from qemu.booted import Booted, DeviceKeys, Slots
 from qemu.device import Firmware, firmware_for
 
@@ -43,6 +45,7 @@ DESIGNED = {
     "pyvorin-confirm.service": "active",      # oneshot, RemainAfterExit: not on trial, nothing to confirm
     "pyvorin-firewall.service": "active",
     "pyvorin-journal-storage.service": "active",
+    "pyvorin-identity.service": "active",
     "pyvorin-edge-backup.timer": "active",
     "swupdate.socket": "active",
     "swupdate.service": "active",
@@ -196,50 +199,69 @@ def test_the_go_live_checklist_passes(first_boot: Booted) -> None:
     assert verify.returncode == 0, f"{verify.stdout}{verify.stderr}"
 
 
-def test_machine_id_and_journal_persist_across_a_reboot(first_boot: Booted) -> None:
-    """Last of the first-boot checks: it reboots the device."""
+def _fleet_ca(device_keys: DeviceKeys, work: Path) -> Path:
+    """The test fleet CA, copied: signing records a ledger, which must not grow in the cache."""
+    keys = work / "fleet-keys"
+    (keys / "fleet").mkdir(parents=True)
+    for name in ("ca.key", "ca.crt"):
+        shutil.copy2(device_keys.directory / "fleet" / name, keys / "fleet" / name)
+    return keys
+
+
+def test_the_device_makes_its_identity_and_takes_only_its_own_certificate(
+        first_boot: Booted, device_keys: DeviceKeys, cli: Cli, tmp_path: Path) -> None:
+    listing = first_boot.sudo("stat -c '%a %U %n' /data/identity /data/identity/device.key").split("\n")
+    assert listing[:2] == ["700 root /data/identity", "600 root /data/identity/device.key"], listing
+    assert first_boot.sudo("cat /data/identity/device-id").strip() == booted.DEVICE_ID
+    csr = tmp_path / "device.csr"
+    csr.write_text(first_boot.ssh("cat /data/identity/device.csr").stdout)
+    keys = _fleet_ca(device_keys, tmp_path)
+    cli("fleet", "sign", keys, csr, "-o", tmp_path / "device.crt", check=True)
+    # A certificate from another fleet CA, for the very same request, is refused.
+    other = tmp_path / "other"
+    cli("keys", "init", other, "--only", "fleet", check=True)
+    cli("fleet", "sign", other, csr, "-o", tmp_path / "foreign.crt", check=True)
+    for name in ("device.crt", "foreign.crt"):
+        assert first_boot.ssh(f"cat > /tmp/{name}", input_file=tmp_path / name).returncode == 0
+    refused = first_boot.ssh("sudo -n pyvorin-identity install /tmp/foreign.crt")
+    assert refused.returncode != 0 and "does not verify against the fleet CA" in refused.stderr, refused.stderr
+    installed = first_boot.ssh("sudo -n pyvorin-identity install /tmp/device.crt")
+    assert installed.returncode == 0, installed.stderr
+    shown = first_boot.sudo("pyvorin-identity show")
+    assert f"device: {booted.DEVICE_ID}" in shown and "certificate: /data/identity/device.crt" in shown, shown
+    # The next boot's check accepts what was installed.
+    first_boot.sudo("systemctl restart pyvorin-identity.service")
+    assert first_boot.ssh("systemctl is-active pyvorin-identity.service").stdout.strip() == "active"
+
+
+def test_a_full_update_switches_slots_and_keeps_identity_and_journal(first_boot: Booted, full_bundle: Path,
+                                                                      slots: Slots) -> None:
+    """Last of the first-boot checks: it updates and reboots the device. The new slot boots with
+    the same /data: machine-id (through the /etc overlay), the fleet identity and the journal must
+    come along."""
     machine_id = first_boot.ssh("cat /etc/machine-id").stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", machine_id), machine_id
     assert first_boot.sudo("readlink -f /var/log/journal").strip() == "/data/log/journal"
-    first_boot.reboot()
-    _up(first_boot)
+    identity = first_boot.sudo("pyvorin-identity show")
+    _update(first_boot, full_bundle, "full", slots)
     assert first_boot.ssh("cat /etc/machine-id").stdout.strip() == machine_id
+    assert first_boot.sudo("pyvorin-identity show") == identity
     previous = first_boot.sudo("journalctl -b -1 -q --no-pager -n 1 -o cat")
     assert previous.strip(), first_boot.sudo("journalctl --list-boots --no-pager; ls -lR /data/log")
-    assert not first_boot.sudo(DENIALS).strip()
 
 
-def _spec(directory: Path, version: str, artifact: str) -> Path:
-    """A delta release shaped like the layer's rpi sw-description, for the QEMU board's disk."""
-    path = directory / f"release-{version}.yaml"
-    path.write_text(f"""\
-version: "{version}"
-description: booted-device update {version}
-artifacts:
-  {artifact}: {{file: {artifact}, type: pyvdelta}}
-machines:
-  {booted.BOARD}:
-    hardware-compatibility: ["{booted.HW_REVISION}"]
-    bootenv: {{upgrade_available: "1", bootcount: "0"}}
-    copy1:
-      install:
-        {artifact}: {{device: /dev/vda3, source: /dev/vda2}}
-      bootenv: {{rootpart: "3"}}
-    copy2:
-      install:
-        {artifact}: {{device: /dev/vda2, source: /dev/vda3}}
-      bootenv: {{rootpart: "2"}}
-""")
-    return path
+def _release(work: Path, artifact: Path, version: str, keys: DeviceKeys, cli: Cli) -> Path:
+    spec = bundles.spec(work, version, artifact, board=booted.BOARD, hw_revision=booted.HW_REVISION)
+    cli("bundle", spec, "-o", work / "update.swu", *keys.signing_args(), check=True)
+    return work / "update.swu"
 
 
 def _delta_bundle(work: Path, old: Path, new: Path, version: str, keys: DeviceKeys, cli: Cli) -> Path:
     started = time.monotonic()
     cli("delta", old, new, "-o", work / "rootfs.pyvd", "--no-report", check=True)
-    spec = _spec(work, version, "rootfs.pyvd")
-    cli("bundle", spec, "-o", work / "update.swu", *keys.signing_args(), check=True)
-    print(f"delta bundle {(work / 'update.swu').stat().st_size} bytes, made in {time.monotonic() - started:.0f}s")
-    return work / "update.swu"
+    bundle = _release(work, work / "rootfs.pyvd", version, keys, cli)
+    print(f"delta bundle {bundle.stat().st_size} bytes, made in {time.monotonic() - started:.0f}s")
+    return bundle
 
 
 @pytest.fixture(scope="module")
@@ -247,11 +269,22 @@ def delta_bundle(slots: Slots, device_keys: DeviceKeys, cli: Cli, tmp_path_facto
     return _delta_bundle(tmp_path_factory.mktemp("delta"), slots.old, slots.new, slots.new_version, device_keys, cli)
 
 
+@pytest.fixture(scope="module")
+def full_bundle(slots: Slots, device_keys: DeviceKeys, cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("full")
+    started = time.monotonic()
+    gz = images.gzip_file(slots.new, work / "rootfs.ext4.gz")
+    bundle = _release(work, gz, slots.new_version, device_keys, cli)
+    print(f"full bundle {bundle.stat().st_size} bytes, made in {time.monotonic() - started:.0f}s")
+    return bundle
+
+
 def _push(dev: Booted, bundle: Path) -> tuple[int, str]:
     """The bundle into the running daemon's IPC socket with swupdate-client, as an operator does."""
     copied = dev.ssh("cat > /tmp/update.swu", input_file=bundle, timeout=300)
     assert copied.returncode == 0, copied.stderr
-    done = dev.ssh("sudo -n swupdate-client /tmp/update.swu", timeout=600)
+    done = dev.ssh("sudo -n swupdate-client /tmp/update.swu; status=$?; rm -f /tmp/update.swu; exit $status",
+                   timeout=600)
     return done.returncode, done.stdout + done.stderr
 
 
@@ -260,9 +293,33 @@ def _env(dev: Booted) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
+def _update(dev: Booted, bundle: Path, kind: str, slots: Slots) -> None:
+    """Slot A to slot B: push, installed by the daemon, reboot, confirmed by the real agent's
+    readiness; prints the seconds of each step."""
+    assert dev.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda2"
+    started = time.monotonic()
+    code, output = _push(dev, bundle)
+    installed = time.monotonic() - started
+    assert code == 0, f"swupdate-client exited {code}:\n{output}\n{dev.explain()}"
+    env = _env(dev)
+    assert (env.get("rootpart"), env.get("upgrade_available")) == ("3", "1"), env
+    rebooted = time.monotonic()
+    dev.reboot()
+    _up(dev)
+    confirmed = dev.ssh("systemctl is-active pyvorin-confirm.service").stdout.strip()
+    assert confirmed == "active", dev.explain()
+    print(f"{kind} update ({bundle.stat().st_size} bytes): copy + install {installed:.0f}s, reboot to confirmed "
+          f"{time.monotonic() - rebooted:.0f}s, install + reboot + confirm {time.monotonic() - started:.0f}s")
+    assert dev.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda3"
+    assert f"IMAGE_VERSION={slots.new_version}" in dev.ssh("cat /usr/lib/os-release").stdout
+    env = _env(dev)
+    assert (env.get("rootpart"), env.get("upgrade_available"), env.get("bootcount")) == ("3", "0", "0"), env
+    denied = dev.sudo(DENIALS)
+    assert not denied.strip(), f"AppArmor denials:\n{denied}"
+
+
 def test_a_delta_update_through_the_daemon_is_booted_and_confirmed(device: Booted, delta_bundle: Path,
                                                                    slots: Slots, tmp_path: Path) -> None:
-    assert device.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda2"
     before = _env(device)
     slot_b = device.sudo("sha256sum /dev/vda3").split()[0]
     # First a tampered copy: the daemon refuses it, nothing changes.
@@ -275,26 +332,7 @@ def test_a_delta_update_through_the_daemon_is_booted_and_confirmed(device: Boote
     assert _env(device) == before
     assert device.sudo("sha256sum /dev/vda3").split()[0] == slot_b
     # Then the real one.
-    started = time.monotonic()
-    code, output = _push(device, delta_bundle)
-    installed = time.monotonic() - started
-    assert code == 0, f"swupdate-client exited {code}:\n{output}\n{device.explain()}"
-    env = _env(device)
-    assert (env.get("rootpart"), env.get("upgrade_available")) == ("3", "1"), env
-    rebooted = time.monotonic()
-    device.reboot()
-    _up(device)
-    confirmed = device.ssh("systemctl is-active pyvorin-confirm.service").stdout.strip()
-    assert confirmed == "active", device.explain()
-    total = time.monotonic() - started
-    print(f"delta update ({delta_bundle.stat().st_size} bytes): install {installed:.0f}s, reboot to confirmed "
-          f"{time.monotonic() - rebooted:.0f}s, install + reboot + confirm {total:.0f}s")
-    assert device.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda3"
-    assert f"IMAGE_VERSION={slots.new_version}" in device.ssh("cat /usr/lib/os-release").stdout
-    env = _env(device)
-    assert (env.get("rootpart"), env.get("upgrade_available"), env.get("bootcount")) == ("3", "0", "0"), env
-    denied = device.sudo(DENIALS)
-    assert not denied.strip(), f"AppArmor denials:\n{denied}"
+    _update(device, delta_bundle, "delta", slots)
 
 
 #: The board's confirm timeout for the rollback scenario, set in /etc/default/pyvorin-confirm on the

@@ -63,6 +63,10 @@ class DeviceKeys:
     def aes(self) -> Path:
         return self.directory / "swupdate/aes.key"
 
+    @property
+    def fleet_ca(self) -> Path:
+        return self.directory / "fleet/ca.crt"
+
     def signing_args(self) -> list[str]:
         return ["--key", str(self.directory / "swupdate/signer.key"),
                 "--cert", str(self.directory / "swupdate/signer.crt")]
@@ -70,11 +74,11 @@ class DeviceKeys:
 
 def device_keys() -> DeviceKeys:
     def make(out: Path) -> None:
-        subprocess.run([sys.executable, "-m", "pyvorin", "keys", "init", str(out / "keys"), "--only", "swupdate",
+        subprocess.run([sys.executable, "-m", "pyvorin", "keys", "init", str(out / "keys"), "--only", "swupdate,fleet",
                         "--key-size", "2048"], check=True, capture_output=True,
                        env={"PYTHONPATH": str(ROOT / "scripts"), "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
 
-    return DeviceKeys(cache.entry("device-keys", cache.key("swupdate 2048 v1"), make) / "keys")
+    return DeviceKeys(cache.entry("device-keys", cache.key("swupdate,fleet 2048 v2"), make) / "keys")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str
         stamps = {"VERSION_ID": old, "IMAGE_VERSION": old}
         # The image's own mkfs options (EXTRA_IMAGECMD:ext4), as image_types.bbclass passes them.
         options = json.loads((exported / "image/image.json").read_text()).get("ext4_options", "").split()
-        system.build_tree(tree, exported, system.Keys(keys.ca, keys.aes if keys.aes.exists() else None), stamps)
+        system.build_tree(tree, exported, system.Keys(keys.ca, keys.aes if keys.aes.exists() else None, keys.fleet_ca), stamps)
         for version in (old, new):
             release = tree / "usr/lib/os-release"
             text = release.read_text()
@@ -116,7 +120,7 @@ def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str
         shutil.rmtree(tree)
         seconds.append(time.monotonic() - started)
 
-    inputs = cache.key(_tree_digest(exported), *system._debian_command(Path("T")), keys.ca.read_bytes(),
+    inputs = cache.key(_tree_digest(exported), *system._debian_command(Path("T")), keys.ca.read_bytes(), keys.fleet_ca.read_bytes(),
                        kernel.initrd.read_bytes(), device_swupdate.build(device_swupdate.ARM64).root.name,
                        (Path(__file__).with_name("system.py")).read_bytes(), Path(__file__).read_bytes(), old, new)
     out = cache.entry("device-slots", inputs, build)
@@ -237,11 +241,18 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+#: QEMU's virt board has no serial number in its device tree: like an integrator of such a board,
+#: the factory gives the device its ID in /etc/default/pyvorin-identity, on the /etc overlay.
+DEVICE_ID = "qemu-0000c0ffee"
+FACTORY_DATA = {"overlay-etc/upper/default/pyvorin-identity": f"PYVORIN_DEVICE_ID={DEVICE_ID}\n"}
+
+
 @contextmanager
 def booted(work: Path, parts: Firmware, slot_a: Path, admin_key: Path) -> Iterator[Booted]:
-    """A fresh device (root A installed, B empty, /data empty), powered on; cut off at the end."""
+    """A fresh device (root A installed, B empty, /data holding only the factory's board settings),
+    powered on; cut off at the end."""
     device = Device(work, parts, LAYOUT)
-    device.build(slot_a, BOOTARGS)
+    device.build(slot_a, BOOTARGS, FACTORY_DATA)
     running = Booted(device, admin_key)
     running.power_on()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,9 @@ class Device:
         self.disk = Disk(work / "disk.img", layout or Layout())
         self.runs = 0
 
-    def build(self, root_a: Path, bootargs: str | None = None) -> None:
-        """Fresh disk: boot partition (no environment yet: U-Boot starts on its defaults), root A."""
+    def build(self, root_a: Path, bootargs: str | None = None, data_files: Mapping[str, str] | None = None) -> None:
+        """Fresh disk: boot partition (no environment yet: U-Boot starts on its defaults), root A,
+        /data empty but for ``data_files`` (path -> text: what a factory puts there)."""
         script = self.work / "boot.cmd"
         script.write_text(layer.boot_script(bootargs))
         run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "pyvorin A/B", "-d", script,
@@ -64,14 +66,18 @@ class Device:
         self.disk.create()
         self.disk.write_partition(BOOT, fat)
         self.disk.write_partition(ROOT_A, root_a)
-        self.set_data(None)
+        self.set_data(None, files=data_files)
         fat.unlink()
 
-    def set_data(self, bundle: Path | None, command: str = "install") -> None:
-        """The data partition, empty or holding ``bundle`` as update.swu and the command for the guest."""
+    def set_data(self, bundle: Path | None, command: str = "install", files: Mapping[str, str] | None = None) -> None:
+        """The data partition, empty or holding ``bundle`` as update.swu and the command for the guest,
+        and ``files``."""
         tree = self.work / "data-tree"
         shutil.rmtree(tree, ignore_errors=True)
         tree.mkdir()
+        for name, text in (files or {}).items():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            (tree / name).write_text(text)
         if bundle is not None:
             shutil.copy2(bundle, tree / "update.swu")
             (tree / "command").write_text(command + "\n")

@@ -53,10 +53,11 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 #: Debian packages standing in for what tests/image-contents/pyvorin.txt lists
 #: (systemd, openssh-sshd, apparmor, nftables, auditd, python3-*, curl, sudo for
-#: pyvorin-admin) plus the runtime libraries of the device's swupdate build.
+#: pyvorin-admin, openssl-bin for pyvorin-identity) plus the runtime libraries of the device's swupdate build.
 DEBIAN_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "kmod", "iproute2", "apparmor", "openssh-server",
                    "nftables", "auditd", "python3", "curl", "sudo", "libconfig9", "libjson-c5", "liblua5.4-0",
-                   "libarchive13", "libzstd1", "libssl3", "libsystemd0", "libyaml-0-2", "zlib1g", "libbz2-1.0")
+                   "libarchive13", "libzstd1", "libssl3", "libsystemd0", "libyaml-0-2", "zlib1g", "libbz2-1.0",
+                   "openssl")
 _DPKG_EXCLUDES = ("path-exclude=/usr/share/man/*", "path-exclude=/usr/share/doc/*",
                   "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/info/*")
 #: Compiled code comes from builds made here, not from the recipe's do_compile (a cross toolchain of its own).
@@ -258,10 +259,12 @@ def _copy_paths(src: Path, dest: Path, paths: Iterable[str]) -> None:
 
 @dataclass(frozen=True)
 class Keys:
-    """What the device trusts: the CA its swupdate verifies bundles against, the AES key, if any."""
+    """What the device trusts: the CA its swupdate verifies bundles against, the AES key, if any,
+    and the fleet CA its identity's certificate must chain to."""
 
     ca_cert: Path
     aes_key: Path | None
+    fleet_ca: Path
 
 
 def _bsdiff_build(work: Path, sysroot_tree: Path) -> None:
@@ -305,6 +308,8 @@ def _stage_recipe(recipe: Recipe, tree: Path, keys: Keys, device: device_swupdat
         shutil.copy2(keys.ca_cert, stage / "pyvorin-ca.crt")
         if keys.aes_key is not None:
             shutil.copy2(keys.aes_key, stage / "pyvorin-aes.key")
+    if recipe.name == "pyvorin-identity":
+        shutil.copy2(keys.fleet_ca, stage / "pyvorin-fleet-ca.crt")
     if recipe.name == "bsdiff":
         _bsdiff_build(stage, tree)
     return stage
@@ -488,7 +493,7 @@ def libubootenv(tree: Path, device: device_swupdate.DeviceSwupdate) -> None:
 
 
 def exported_recipes(exported: Path) -> list[Recipe]:
-    """The recipes the gate exported, in the order scripts/layer-gate-checks.sh lists them."""
+    """The recipes the gate exported: those scripts/layer-gate-checks.sh names, then the layer's own."""
     return [Recipe.load(exported / name) for name in (exported / "recipes").read_text().split()]
 
 

@@ -1,7 +1,8 @@
 SUMMARY = "Pyvorin Edge device software"
 DESCRIPTION = "The edge agent service (with the agent selected by \
-               PYVORIN_EDGE_AGENT_PACKAGE) and the deployment verification \
-               tool: what pyvorin-image adds to run the agent."
+               PYVORIN_EDGE_AGENT_PACKAGE), the deployment verification \
+               tool and the device's fleet identity: what pyvorin-image adds \
+               to run the agent."
 HOMEPAGE = "https://github.com/pyvorin/meta-pyvorin"
 SECTION = "base"
 LICENSE = "MIT"
@@ -13,5 +14,6 @@ inherit packagegroup features_check
 REQUIRED_DISTRO_FEATURES = "systemd"
 
 RDEPENDS:${PN} = "pyvorin-edge-service \
+                  pyvorin-identity \
                   pyvorin-verify-deployment \
                   "
