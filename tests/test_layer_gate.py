@@ -7,6 +7,7 @@ inputs (tests/layer_gate.py). ``pytest -m "not gate"`` leaves it out locally."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -69,6 +70,26 @@ def test_image_installs_nothing_a_production_image_must_not(prerequisites: None,
                  # kernel modules may end so (nv-kernel-module-cdi-dev is a camera driver)
                  or p.endswith(("-dbg", "-dev", "-staticdev", "-ptest")) and "kernel-module-" not in p]
     assert forbidden == []
+
+
+def test_the_flashed_slot_a_is_the_release_ext4_byte_for_byte(prerequisites: None) -> None:
+    """The Pi's wic, as image_types_wic expands its wks: slot A is a rawcopy of the very ext4 the
+    bundles carry (made first, kept), without a label wic would write into the copy; so the first
+    delta update after flashing finds its source image in slot A."""
+    run = gate("raspberrypi4-64")
+    assert run.install is not None
+    image = json.loads((run.install / "image/image.json").read_text())
+    parts = [line.split() for line in image["wks"].splitlines() if line.startswith("part ")]
+    assert len(parts) == 4, image["wks"]
+    slot_a = parts[1]
+    assert "--source" in slot_a and slot_a[slot_a.index("--source") + 1] == "rawcopy", slot_a
+    assert f'--sourceparams="file={image["ext4_link"]}"' in slot_a, (slot_a, image["ext4_link"])
+    assert image["ext4_link"].endswith(".rootfs.ext4") and "${" not in image["wks"]
+    assert not any(word.startswith("--label") for word in slot_a), "wic would relabel the copy"
+    assert "ext4" in image["wic_typedep"], image["wic_typedep"]
+    # Slot A and slot B have the same fixed size: an update of either slot fits the other.
+    sizes = [p[p.index("--fixed-size") + 1] for p in parts[1:3]]
+    assert sizes[0] == sizes[1], sizes
 
 
 def test_expected_lists_name_one_package_per_line() -> None:
