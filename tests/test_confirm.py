@@ -105,7 +105,7 @@ def make_env(tmp_path: Path, values: Mapping[str, str]) -> Env:
 
 
 def confirm(tmp_path: Path, env: Env, url: str, timeout: int = 3, hooks: Path | None = None,
-            hook_timeout: int = 5) -> subprocess.CompletedProcess[str]:
+            hook_timeout: int = 5, installed_ustate: str | None = None) -> subprocess.CompletedProcess[str]:
     runtime = tmp_path / "run"
     runtime.mkdir(exist_ok=True)
     variables = {**device_tools(), "RUNTIME_DIRECTORY": str(runtime),
@@ -114,6 +114,8 @@ def confirm(tmp_path: Path, env: Env, url: str, timeout: int = 3, hooks: Path | 
                  "PYVORIN_CONFIRM_FW_ENV_CONFIG": str(env.config),
                  "PYVORIN_CONFIRM_HOOKS": str(hooks or tmp_path / "no-hooks"),
                  "PYVORIN_CONFIRM_HOOK_TIMEOUT": str(hook_timeout)}
+    if installed_ustate is not None:
+        variables["PYVORIN_CONFIRM_INSTALLED_USTATE"] = installed_ustate
     return subprocess.run(["/bin/sh", SCRIPT], env=variables, capture_output=True, text=True, timeout=60,
                           check=False)
 
@@ -128,6 +130,17 @@ def test_healthy_agent_confirms_the_slot_on_trial(tmp_path: Path, env: Env, agen
     assert env.read() == {"rootpart": "3", "upgrade_available": "0", "bootcount": "0", "ustate": "0"}
     # fw_setenv -s got name=value lines (it skips "name value" lines with exit 0).
     assert (tmp_path / "run/confirm.env").read_text().split() == ["upgrade_available=0", "bootcount=0", "ustate=0"]
+
+
+@pytest.mark.parametrize(("setting", "left"), [("2", "2"), ("0", "0"), ("7", "0"), ("", "0")])
+def test_with_a_rollout_server_the_install_is_left_for_suricatta_to_report(
+        tmp_path: Path, env: Env, agent: type[_Health], setting: str, left: str) -> None:
+    """An image with PYVORIN_FLEET_URL renders 2: suricatta reports 2 as a success, then sets 0.
+    Any other value falls back to 0 rather than fail a good slot."""
+    env = make_env(tmp_path, ON_TRIAL)
+    result = confirm(tmp_path, env, agent.url, installed_ustate=setting)  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr
+    assert env.read()["ustate"] == left and env.read()["upgrade_available"] == "0"
 
 
 @pytest.mark.parametrize("status,body", [(503, b'{"ready": false}'), (200, b'{"ready": false}'),

@@ -70,8 +70,7 @@ def fleet(cli, tmp_path: Path) -> Iterator[Fleet]:
         check=True)
     server = Goosebit(tmp_path / "goosebit")
     server.start()
-    front = MtlsProxy(tmp_path / "nginx", f"127.0.0.1:{server.port}", tmp_path / "srv/server.crt",
-                      tmp_path / "srv/server.key", keys / "fleet/ca.crt", tmp_path / "crl.pem")
+    front = MtlsProxy(tmp_path / "nginx", f"127.0.0.1:{server.port}", keys, tmp_path / "srv", tmp_path / "crl.pem")
     (tmp_path / "crl.pem").write_bytes((keys / "fleet/crl.pem").read_bytes())
     try:
         front.start()

@@ -10,8 +10,11 @@ fine-grained unix socket rules, which kernels without unix mediation
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,12 +31,30 @@ WERROR = ["rule-downgraded", "abi", "deprecated", "dangerous", "unexpected", "fo
 KNOWN_DOWNGRADE = "downgrading extended network unix socket rule to generic network rule"
 
 
-def parse(profile: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+FLEET_CLIENT = "abstractions/pyvorin-fleet-client"
+
+
+@functools.cache
+def installed(fleet: bool) -> Path:
+    """/etc/apparmor.d as the recipe installs it: the fleet abstraction only in an image with a
+    rollout server (PYVORIN_FLEET_URL), rendered as its do_install renders it."""
+    tree = Path(tempfile.mkdtemp(prefix="pyvorin-apparmor-"))
+    shutil.copytree(PROFILES_DIR, tree, dirs_exist_ok=True)
+    if fleet:
+        text = (PROFILES_DIR / FLEET_CLIENT).read_text()
+        text = text.replace("@FLEET_CA@", "/usr/share/pyvorin/fleet-ca.crt").replace("@IDENTITY_DIR@", "/data/identity")
+        (tree / FLEET_CLIENT).write_text(text)
+    else:
+        (tree / FLEET_CLIENT).unlink()
+    return tree
+
+
+def parse(profile: Path, *extra: str, fleet: bool = False) -> subprocess.CompletedProcess[str]:
     require("apparmor_parser")
     if not FEATURES.is_file():
         unavailable(f"needs {FEATURES} (apt-get install apparmor)")
     werror = [f"--Werror={w}" for w in WERROR]
-    return subprocess.run(["apparmor_parser", "-Q", "-K", "-M", str(FEATURES), "-I", str(PROFILES_DIR),
+    return subprocess.run(["apparmor_parser", "-Q", "-K", "-M", str(FEATURES), "-I", str(installed(fleet)),
                            "--warn=all", *werror, *extra, str(profile)], capture_output=True, text=True, check=False)
 
 
@@ -41,9 +62,10 @@ def complaints(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.strip() and KNOWN_DOWNGRADE not in ln]
 
 
+@pytest.mark.parametrize("fleet", [False, True], ids=["local-only", "fleet"])
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
-def test_profile_compiles_without_warnings(profile: Path) -> None:
-    result = parse(profile)
+def test_profile_compiles_without_warnings(profile: Path, fleet: bool) -> None:
+    result = parse(profile, fleet=fleet)
     assert result.returncode == 0 and not complaints(result.stderr), result.stderr
 
 
@@ -86,9 +108,18 @@ def test_swupdate_profile_grants_no_capability_the_unit_bounds_away() -> None:
     assert allowed <= granted, f"unit keeps {sorted(allowed - granted)} the profile denies"
 
 
-def test_profiles_deny_ip_where_no_network_is_needed() -> None:
-    swupdate = (PROFILES_DIR / "usr.bin.swupdate").read_text()
-    assert "deny network inet," in swupdate and "deny network inet6," in swupdate
+def _rules(text: str) -> str:
+    return re.sub(r"#.*", "", text)
+
+
+def test_profiles_allow_ip_only_where_it_is_needed() -> None:
+    # swupdate: IP only through the fleet abstraction, which only a fleet image installs.
+    swupdate = _rules((PROFILES_DIR / "usr.bin.swupdate").read_text())
+    assert "network inet" not in swupdate and f"include if exists <{FLEET_CLIENT}>" in swupdate
+    assert not (installed(False) / FLEET_CLIENT).exists()
+    fleet = _rules((installed(True) / FLEET_CLIENT).read_text())
+    assert "network inet stream," in fleet and "/data/identity/device.key r," in fleet
+    assert "@" not in fleet.replace("@{", ""), "a word left unrendered"
     confirm = (PROFILES_DIR / "pyvorin-confirm").read_text()
     assert "network inet stream," in confirm and "deny network inet dgram," in confirm
 

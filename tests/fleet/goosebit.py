@@ -58,6 +58,7 @@ class Goosebit:
     work: Path
     poll_time: str = "00:00:02"
     port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
     token: str = ""
     process: subprocess.Popen[bytes] | None = None
 
@@ -107,8 +108,9 @@ class Goosebit:
                 time.sleep(0.3)
         else:
             raise ServerError(f"goosebit did not listen within {timeout:.0f}s:\n{self.log_tail()}")
-        answer = self._request("POST", "/setup", form={"username": "admin", "password": uuid.uuid4().hex})
+        answer = self._request("POST", "/setup", form={"username": "admin", "password": self.password})
         self.token = str(answer["access_token"])
+        (self.work / "admin-password").write_text(self.password + "\n")
 
     def log_tail(self, lines: int = 40) -> str:
         path = self.work / "server.log"

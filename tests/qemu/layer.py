@@ -88,7 +88,7 @@ def rootfs_files(slot_a: str, slot_b: str) -> dict[str, tuple[str, int]]:
     """Layer files of a root file system: path -> (content, mode)."""
     return {
         "usr/libexec/pyvorin-confirm": ((CONFIRM / "pyvorin-confirm").read_text(), 0o755),
-        "etc/default/pyvorin-confirm": (render(CONFIRM / "pyvorin-confirm.default", {"BOOTLOADER": "uboot"}, "@"),
+        "etc/default/pyvorin-confirm": (render(CONFIRM / "pyvorin-confirm.default", {"BOOTLOADER": "uboot", "INSTALLED_USTATE": "0"}, "@"),
                                         0o644),
         "etc/fw_env.config": (FW_ENV_CONFIG.read_text(), 0o644),
         # As the swupdate bbappend's do_install renders them.

@@ -30,6 +30,11 @@ PYVORIN_CONFIRM_BOOTLOADER:tegra = "tegra"
 PYVORIN_CONFIRM_BOOTCTRL ??= "libubootenv-bin"
 PYVORIN_CONFIRM_BOOTCTRL:tegra = "tegra-redundant-boot-base"
 
+# With a rollout server, suricatta reports a confirmed install as a success
+# when it finds ustate 2 at its start (after this unit), then sets 0.
+PYVORIN_FLEET_URL ??= ""
+PYVORIN_CONFIRM_INSTALLED_USTATE ??= "${@'2' if d.getVar('PYVORIN_FLEET_URL') else '0'}"
+
 # /etc/default/pyvorin-confirm differs per machine.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
@@ -45,7 +50,8 @@ do_install() {
         > ${D}${systemd_system_unitdir}/pyvorin-confirm.service
     chmod 0644 ${D}${systemd_system_unitdir}/pyvorin-confirm.service
     install -d ${D}${sysconfdir}/default
-    sed -e 's,@BOOTLOADER@,${PYVORIN_CONFIRM_BOOTLOADER},g' ${S}/pyvorin-confirm.default \
+    sed -e 's,@BOOTLOADER@,${PYVORIN_CONFIRM_BOOTLOADER},g' \
+        -e 's,@INSTALLED_USTATE@,${PYVORIN_CONFIRM_INSTALLED_USTATE},g' ${S}/pyvorin-confirm.default \
         > ${D}${sysconfdir}/default/pyvorin-confirm
     chmod 0644 ${D}${sysconfdir}/default/pyvorin-confirm
     install -D -m 0644 ${S}/50-pyvorin-watchdog.conf ${D}${systemd_unitdir}/system.conf.d/50-pyvorin-watchdog.conf

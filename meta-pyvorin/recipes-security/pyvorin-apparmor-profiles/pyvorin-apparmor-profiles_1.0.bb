@@ -12,7 +12,14 @@ SRC_URI = "file://usr.bin.swupdate \
            file://pyvorin-confirm \
            file://abstractions/pyvorin-ubootenv \
            file://abstractions/pyvorin-tegra-bootctrl \
+           file://abstractions/pyvorin-fleet-client \
           "
+
+# The fleet (docs/fleet.md): only an image that polls a rollout server gives
+# swupdate IP networking, the device's key and the fleet CA.
+PYVORIN_FLEET_URL ??= ""
+PYVORIN_IDENTITY_DIR ??= "/data/identity"
+PYVORIN_FLEET_CA_PATH ??= "${datadir}/pyvorin/fleet-ca.crt"
 
 S = "${WORKDIR}"
 
@@ -31,6 +38,11 @@ do_install() {
     install -m 0644 ${S}/usr.bin.swupdate ${S}/pyvorin-confirm ${D}${sysconfdir}/apparmor.d/
     install -m 0644 ${S}/abstractions/pyvorin-ubootenv ${S}/abstractions/pyvorin-tegra-bootctrl \
         ${D}${sysconfdir}/apparmor.d/abstractions/
+    if [ -n "${PYVORIN_FLEET_URL}" ]; then
+        sed -e 's,@FLEET_CA@,${PYVORIN_FLEET_CA_PATH},g' -e 's,@IDENTITY_DIR@,${PYVORIN_IDENTITY_DIR},g' \
+            ${S}/abstractions/pyvorin-fleet-client > ${D}${sysconfdir}/apparmor.d/abstractions/pyvorin-fleet-client
+        chmod 0644 ${D}${sysconfdir}/apparmor.d/abstractions/pyvorin-fleet-client
+    fi
 }
 
 FILES:${PN} += "${sysconfdir}/apparmor.d"

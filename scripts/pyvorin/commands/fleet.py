@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import fleet
+from .. import fleet, fleetproxy, rollout
 from ..errors import PyvorinError
 from ..fsutil import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir, write_atomic
 from ..signers import read_passphrase
@@ -24,6 +24,12 @@ Enrol a device (its key never leaves it; pyvorin-identity made the request):
 The servers:
   pyvorin fleet server-cert KEYS --name updates.example.com -o server/
   # server/server.key, server/server.crt; trust KEYS/fleet/ca.crt, check KEYS/fleet/crl.pem
+  pyvorin fleet proxy-config KEYS --server-dir server/ --listen 0.0.0.0:8443 \
+      --upstream 127.0.0.1:60053 --state-dir /var/lib/pyvorin-proxy -o nginx.conf
+
+A release, canaries first (goosebit's admin API, on the operators' network):
+  pyvorin fleet rollout release.swu --server http://127.0.0.1:60053 --user admin \
+      --password-file pw --canary rpi-10000000c0ffee01,rpi-10000000c0ffee02 --watch
 
 A lost or re-provisioned device:
   pyvorin fleet revoke KEYS rpi-10000000c0ffee --reason key-compromise
@@ -35,7 +41,8 @@ A lost or re-provisioned device:
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("fleet", help=HELP, description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="fleet_command", metavar="{sign,server-cert,revoke,crl,list}", required=True)
+    sub = parser.add_subparsers(dest="fleet_command", metavar="{sign,server-cert,revoke,crl,list,rollout}",
+                                required=True)
 
     sign = sub.add_parser("sign", help="sign a device's certificate request",
                           description="Issue a TLS client certificate for the device that made CSR (its "
@@ -84,6 +91,43 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                                       "expiry and revocation.")
     show.add_argument("keys", type=Path, metavar="KEYS")
     show.set_defaults(func=run_list)
+
+    proxy = sub.add_parser("proxy-config", help="nginx in front of goosebit: mutual TLS for the devices",
+                           description="Write the nginx configuration of the devices' endpoint: it requires a "
+                                       "certificate of the fleet CA not on its CRL, lets a device reach only its "
+                                       "own controller path and nothing of the admin API, and streams downloads "
+                                       "with Range. Run it as: nginx -c OUT -g 'daemon off;'.")
+    proxy.add_argument("keys", type=Path, metavar="KEYS", help="the key directory (fleet/ca.crt, fleet/crl.pem)")
+    proxy.add_argument("--server-dir", type=Path, required=True, metavar="DIR",
+                       help="server.crt and server.key from 'fleet server-cert'")
+    proxy.add_argument("--listen", default="0.0.0.0:8443", metavar="HOST:PORT")
+    proxy.add_argument("--upstream", default="127.0.0.1:60053", metavar="HOST:PORT", help="goosebit, on loopback")
+    proxy.add_argument("--crl", type=Path, metavar="FILE", help="the CRL nginx reads (default KEYS/fleet/crl.pem)")
+    proxy.add_argument("--state-dir", type=Path, required=True, metavar="DIR", help="pid, logs, temporary files")
+    proxy.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    proxy.add_argument("--force", action="store_true", help="overwrite FILE")
+    proxy.set_defaults(func=run_proxy_config)
+
+    roll = sub.add_parser("rollout", help="roll a release out to canaries, then to the fleet",
+                          description="Upload RELEASE.swu to the goosebit server, give it to the --canary "
+                                      "devices (moved to --canary-feed) and wait for their reports; more than "
+                                      "--max-failures failures, or no verdict within --timeout, pauses it and "
+                                      "exits 1 with the fleet untouched. Otherwise roll it out to --feed (and "
+                                      "with --watch follow it the same way).")
+    roll.add_argument("release", type=Path, metavar="RELEASE.swu")
+    roll.add_argument("--server", required=True, metavar="URL", help="goosebit's admin URL (not the devices' proxy)")
+    roll.add_argument("--user", required=True)
+    roll.add_argument("--password-file", type=Path, required=True, metavar="FILE")
+    roll.add_argument("--canary", required=True, metavar="IDS", help="comma-separated device IDs")
+    roll.add_argument("--canary-feed", default="canary")
+    roll.add_argument("--feed", default="default", help="the fleet's feed (default: goosebit's 'default')")
+    roll.add_argument("--max-failures", type=int, default=0, metavar="N",
+                      help="failures a stage may have before it is paused (default 0)")
+    roll.add_argument("--timeout", type=float, default=3600, metavar="SECONDS",
+                      help="how long a stage may take to report (default 3600)")
+    roll.add_argument("--poll", type=float, default=10, metavar="SECONDS", help="between two looks (default 10)")
+    roll.add_argument("--watch", action="store_true", help="follow the fleet stage too")
+    roll.set_defaults(func=run_rollout)
 
 
 def _keys(parser: argparse.ArgumentParser) -> None:
@@ -142,4 +186,37 @@ def run_list(args: argparse.Namespace) -> int:
     for entry in fleet.read_ledger(args.keys):
         state = f"{entry.revoked} ({entry.reason})" if entry.revoked else "-"
         print(f"{entry.serial:<40} {entry.kind:<6} {entry.subject:<32} {entry.not_after:<25} {state}")
+    return 0
+
+
+def run_rollout(args: argparse.Namespace) -> int:
+    canaries = tuple(c.strip() for c in args.canary.split(",") if c.strip())
+    bad = [c for c in canaries if not fleet.DEVICE_ID.fullmatch(c)]
+    if bad:
+        raise PyvorinError(f"--canary {bad[0]!r} is not a device ID")
+    if args.max_failures < 0 or args.timeout <= 0 or args.poll <= 0:
+        raise PyvorinError("--max-failures must be 0 or more, --timeout and --poll more than 0")
+    if not args.release.is_file():
+        raise PyvorinError(f"{args.release}: release not found")
+    password = read_passphrase(args.password_file).decode(errors="replace")
+    server = rollout.login(args.server, args.user, password)
+    plan = rollout.Plan(args.release, canaries, args.canary_feed, args.feed, args.max_failures, args.timeout,
+                        args.poll, args.watch)
+    rollout.run(server, plan, say=lambda line: print(line, flush=True))
+    return 0
+
+
+def run_proxy_config(args: argparse.Namespace) -> int:
+    config = fleetproxy.ProxyConfig(
+        listen=args.listen, upstream=args.upstream,
+        server_cert=(args.server_dir / "server.crt").absolute(), server_key=(args.server_dir / "server.key").absolute(),
+        fleet_ca=(args.keys / "fleet/ca.crt").absolute(),
+        crl=(args.crl or args.keys / "fleet/crl.pem").absolute(), state_dir=args.state_dir.absolute())
+    for path in (config.server_cert, config.server_key, config.fleet_ca, config.crl):
+        if not path.is_file():
+            raise PyvorinError(f"{path}: not found (fleet server-cert and keys init --only fleet make it)")
+    if args.output.exists() and not args.force:
+        raise PyvorinError(f"{args.output}: already exists (refusing to overwrite; use --force)")
+    write_atomic(args.output, fleetproxy.render(config).encode(), mode=PUBLIC_FILE_MODE, overwrite=True)
+    print(f"wrote {args.output}: devices on {args.listen}, goosebit at {args.upstream}")
     return 0

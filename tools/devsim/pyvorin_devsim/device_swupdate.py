@@ -75,7 +75,8 @@ META_SWUPDATE_FILES = (
 
 #: Build dependencies, Debian package names (scripts/test.sh installs them).
 APT_BUILD_DEPS = ("cmake", "pkg-config", "libconfig-dev", "libjson-c-dev", "liblua5.4-dev", "libarchive-dev",
-                  "libsystemd-dev", "libyaml-dev", "libzstd-dev", "zlib1g-dev", "libssl-dev", "make", "gcc")
+                  "libsystemd-dev", "libyaml-dev", "libzstd-dev", "zlib1g-dev", "libssl-dev", "make", "gcc",
+                  "libcurl4-openssl-dev")
 
 _SYMBOL_LINE = re.compile(r"^(?:(CONFIG_[A-Za-z0-9_]+)=.*|# (CONFIG_[A-Za-z0-9_]+) is not set)$")
 

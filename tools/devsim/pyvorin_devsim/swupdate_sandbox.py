@@ -169,6 +169,12 @@ try:
     mount("tmpfs", "/run", "tmpfs", 0, "mode=0755")
     for name in ("swupdate", "lock"):
         os.mkdir(os.path.join("/run", name), 0o755)
+    # Files of this run at fixed names in its own /run (slots every device of a
+    # fleet knows by the same path), bound before /tmp is replaced.
+    for name, src in spec["run_files"].items():
+        target = os.path.join("/run", name)
+        open(target, "a").close()
+        mount(src, target, None, MS_BIND, None)
     mount("tmpfs", "/tmp", "tmpfs", 0, "mode=1777")
     for rel in spec["tmp_binds"]:
         src = "/proc/self/fd/%d/%s" % (old_tmp, rel)
@@ -556,11 +562,16 @@ class SwupdateSandbox:
         return ns_dir
 
     def run(self, ns_dir: Path, argv: Sequence[str], *, etc_files: Mapping[str, str] | None = None,
-            needed: Sequence[Path] = (), timeout: float = _DEFAULT_TIMEOUT) -> SwupdateResult:
+            needed: Sequence[Path] = (), timeout: float = _DEFAULT_TIMEOUT, exclusive: bool = True,
+            run_files: Mapping[str, Path] | None = None) -> SwupdateResult:
         """Run any command as :meth:`install` runs swupdate: in the sandbox's namespace, with its
-        fw_env.config (and *etc_files*) in /etc. *ns_dir* comes from :meth:`new_run_dir`."""
+        fw_env.config (and *etc_files*) in /etc. *ns_dir* comes from :meth:`new_run_dir`.
+
+        ``exclusive=False`` lets this run overlap other sandboxes' (a fleet of devices, each in
+        its own namespace with its own /run); ``run_files`` binds files at ``/run/<name>``."""
         etc = {"fw_env.config": self.fw_env_config.read_text(), **(etc_files or {})}
-        return self._run_isolated(ns_dir, argv, etc_files=etc, needed=[self.root, *needed], timeout=timeout)
+        return self._run_isolated(ns_dir, argv, etc_files=etc, needed=[self.root, *needed], timeout=timeout,
+                                  exclusive=exclusive, run_files=run_files)
 
     def _run_isolated(
         self,
@@ -570,6 +581,8 @@ class SwupdateSandbox:
         needed: Sequence[Path],
         timeout: float,
         feed: tuple[Path, Path] | None = None,
+        exclusive: bool = True,
+        run_files: Mapping[str, Path] | None = None,
     ) -> SwupdateResult:
         """Run *argv* in a new mount namespace: overlay /etc (+ *etc_files*), fresh /tmp and /run,
         and :attr:`usr_layer` over /usr when set."""
@@ -593,6 +606,7 @@ class SwupdateSandbox:
             "usr_upper": str(usr_layer) if usr_layer is not None else "",
             "usr_work": str(usr_work),
             "tmp_binds": [str(p.relative_to(host_tmp)) for p in binds],
+            "run_files": {name: str(Path(path).resolve()) for name, path in (run_files or {}).items()},
             "cwd": str(self.root),
             "argv": list(argv),
             "env": device_swupdate.build().env,
@@ -601,7 +615,7 @@ class SwupdateSandbox:
         }
         cmd = ["unshare", "-m", "--propagation", "private", "--",
                sys.executable, "-I", "-c", _INNER, json.dumps(spec)]
-        with _global_lock():
+        with _global_lock() if exclusive else contextlib.nullcontext():
             returncode, output = _run_streaming(cmd, timeout, feed)
         if returncode == SETUP_FAILED_EXIT and _SETUP_FAILED_PREFIX in output:
             raise SandboxError(output.strip())

@@ -1,0 +1,219 @@
+"""A fleet, end to end, with every part real: goosebit behind nginx doing
+mutual TLS (tests/fleet/), five devices each running the device's swupdate in
+suricatta mode as the layer starts it (swupdate.sh, 50-pyvorin,
+60-pyvorin-fleet, its swupdate.cfg), each with its own file-backed slots,
+U-Boot environment and identity (pyvorin-identity, pyvorin fleet sign).
+
+``pyvorin fleet rollout`` gives a release to a canary group of two first:
+they download it through the proxy, install it into their other slot, ask
+for the reboot; "booted" into the new slot, the layer's pyvorin-confirm
+confirms it (ustate 2) and the daemon's next start reports the success,
+which the server records. Only then does the release go to the rest of the
+fleet, which had not moved. A release signed by another CA is refused by the
+canaries, the server records their failure, and the rollout stops there."""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet import goosebit, proxy
+from fleet.device import SLOT_A, SLOT_B, FleetDevice
+from fleet.goosebit import Goosebit
+from fleet.proxy import MtlsProxy
+from pyvorin_devsim.swupdate_sandbox import swupdate_available
+
+from helpers import require, unavailable
+
+pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
+
+OLD, NEW = "2026.11.3000000", "2026.11.3000001"
+FLEET_SIZE = 5
+CANARIES = 2
+
+
+class _Ready(http.server.BaseHTTPRequestHandler):
+    """The edge agent's /ready, healthy: what pyvorin-confirm waits for."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"ready": true}')
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
+        pass
+
+
+@dataclass(frozen=True)
+class Stack:
+    server: Goosebit
+    proxy: MtlsProxy
+    ready_url: str
+
+
+@pytest.fixture
+def stack(cli, keys, tmp_path: Path) -> Iterator[Stack]:
+    for reason in (goosebit.missing(), proxy.missing(), swupdate_available()):
+        if reason:
+            unavailable(reason)
+    require("openssl", "mkenvimage")
+    cli("fleet", "server-cert", keys.directory, "--name", "127.0.0.1", "-o", tmp_path / "srv", "--force",
+        check=True)
+    server = Goosebit(tmp_path / "goosebit")
+    crl = tmp_path / "crl.pem"
+    crl.write_bytes((keys.directory / "fleet/crl.pem").read_bytes())
+    front = MtlsProxy(tmp_path / "nginx", f"127.0.0.1:{server.port}", keys.directory, tmp_path / "srv", crl)
+    ready = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
+    threading.Thread(target=ready.serve_forever, daemon=True).start()
+    try:
+        server.start()
+        front.start()
+        yield Stack(server, front, f"http://127.0.0.1:{ready.server_address[1]}/ready")
+    finally:
+        front.stop()
+        server.stop()
+        ready.shutdown()
+        ready.server_close()
+
+
+def _wait(what: str, check: Callable[[], bool], explain: Callable[[], str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"{what} within {timeout:.0f}s\n{explain()}")
+
+
+def _explain(stack: Stack, devices: list[FleetDevice]) -> Callable[[], str]:
+    def text() -> str:
+        parts = [f"--- server devices: {stack.server.devices()}", f"--- goosebit log\n{stack.server.log_tail()}",
+                 f"--- nginx errors\n{stack.proxy.error_tail()}"]
+        parts += [f"--- {d.device_id} env {d.env()}\n{d.log()[-3000:]}" for d in devices]
+        return "\n".join(parts)
+    return text
+
+
+def _state(stack: Stack, device: FleetDevice) -> dict[str, Any]:
+    return stack.server.devices().get(device.device_id, {})
+
+
+def _boot_the_new_slot(stack: Stack, device: FleetDevice) -> None:
+    """The reboot the daemon asked for: U-Boot boots slot B on trial, pyvorin-confirm confirms it,
+    the daemon starts again on slot B and reports the outcome."""
+    device.power_off()
+    env = device.env()
+    assert (env.get("rootpart"), env.get("upgrade_available"), env.get("ustate")) == ("3", "1", "1"), env
+    confirmed = device.confirm(stack.ready_url)
+    assert confirmed.returncode == 0, confirmed.stderr
+    env = device.env()
+    assert (env.get("upgrade_available"), env.get("ustate")) == ("0", "2"), env
+    device.boot("b", NEW)
+
+
+def _fleet(stack: Stack, keys, tmp_path: Path, prefix: str) -> list[FleetDevice]:
+    """Devices named per test: the session's fleet CA signs each ID once (its ledger refuses twice)."""
+    return [FleetDevice(f"{prefix}{n:04d}", tmp_path / f"dev{n}", keys.ca, keys.directory / "fleet/ca.crt",
+                        stack.proxy.url) for n in range(FLEET_SIZE)]
+
+
+def _power_on(cli, keys, stack: Stack, devices: list[FleetDevice], explain: Callable[[], str]) -> None:
+    for device in devices:
+        device.enrol(cli, keys.directory)
+        device.boot("a", OLD)
+    # Each registers with its board, revision and release (suricatta's configData).
+    _wait("every device registered with its hardware", lambda: all(
+        _state(stack, d).get("hardware", {}).get("model") == d.board and _state(stack, d).get("sw_version") == OLD
+        for d in devices), explain)
+
+
+def _release(cli, signer, make_spec, tmp_path: Path) -> tuple[Path, bytes]:
+    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=7)
+    release = tmp_path / f"pyvorin-{NEW}.swu"
+    cli("bundle", spec, "-o", release, *signer.signing_args(), check=True)
+    return release, (spec.parent / "rootfs.img").read_bytes()
+
+
+def _rollout(cli, stack: Stack, release: Path, canaries: list[FleetDevice]) -> subprocess.Popen[str]:
+    """``pyvorin fleet rollout`` as an operator runs it, against goosebit's admin API."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyvorin", "fleet", "rollout", str(release), "--server", stack.server.url,
+         "--user", "admin", "--password-file", str(stack.server.work / "admin-password"),
+         "--canary", ",".join(d.device_id for d in canaries), "--poll", "1", "--timeout", "120", "--watch"],
+        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_canary_rollout_reaches_the_fleet_over_mutual_tls(cli, keys, make_spec, stack: Stack,
+                                                              tmp_path: Path) -> None:
+    devices = _fleet(stack, keys, tmp_path, "rpi-good")
+    explain = _explain(stack, devices)
+    canaries, rest = devices[:CANARIES], devices[CANARIES:]
+    try:
+        _power_on(cli, keys, stack, devices, explain)
+        release, image = _release(cli, keys, make_spec, tmp_path)
+        tool = _rollout(cli, stack, release, canaries)
+        _wait("the canaries installed the release and asked for a reboot",
+              lambda: all(d.reboots() == 1 for d in canaries), explain)
+        for device in canaries:
+            assert device.sandbox.slot_bytes(device.sandbox.slot_b)[: len(image)] == image
+            assert device.sandbox.untouched(device.sandbox.slot_a)
+            # The rest of the fleet has not moved while the canaries are tried.
+            assert all(d.reboots() == 0 and d.env().get("rootpart") == "2" for d in rest)
+            _boot_the_new_slot(stack, device)
+        _wait("the canaries reported success", lambda: all(
+            _state(stack, d).get("last_state") == "Finished" and _state(stack, d).get("sw_version") == NEW
+            for d in canaries), explain)
+        _wait("suricatta cleared ustate after reporting", lambda: all(d.env().get("ustate") == "0" for d in canaries),
+              explain)
+        _wait("the rest installed the release", lambda: all(d.reboots() == 1 for d in rest), explain)
+        for device in rest:
+            _boot_the_new_slot(stack, device)
+        out, err = tool.communicate(timeout=180)
+        assert tool.returncode == 0, out + err + explain()
+        assert f"canaries: {CANARIES} of {CANARIES} succeeded" in out, out
+        assert f"fleet: {FLEET_SIZE - CANARIES} of {FLEET_SIZE - CANARIES} succeeded" in out, out
+        assert all(_state(stack, d).get("sw_version") == NEW for d in devices)
+    finally:
+        for device in devices:
+            device.power_off()
+
+
+def test_canaries_refuse_a_foreign_release_and_the_rollout_stops(cli, keys, foreign_keys, make_spec, stack: Stack,
+                                                                  tmp_path: Path) -> None:
+    devices = _fleet(stack, keys, tmp_path, "rpi-foreign")
+    explain = _explain(stack, devices)
+    canaries, rest = devices[:CANARIES], devices[CANARIES:]
+    try:
+        _power_on(cli, keys, stack, devices, explain)
+        release, _ = _release(cli, foreign_keys, make_spec, tmp_path)
+        tool = _rollout(cli, stack, release, canaries)
+        out, err = tool.communicate(timeout=180)
+        assert tool.returncode == 1, out + err + explain()
+        # The first failure is past the threshold (none allowed): the rollout is paused at once.
+        assert "canaries: 0 succeeded" in err and "the fleet left as it is" in err, err
+        failed = [d for d in canaries if _state(stack, d).get("last_state") == "Error"]
+        assert failed, explain()
+        for device in failed:
+            assert "Signature verification failed" in device.log(), device.log()[-3000:]
+        for device in canaries:
+            assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
+            assert device.env().get("rootpart") == "2"
+        # The fleet never got it.
+        time.sleep(5)
+        for device in rest:
+            assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
+            assert _state(stack, device).get("last_state") != "Error"
+        assert not [r for r in stack.server.rollouts() if r["feed"] == "default"]
+    finally:
+        for device in devices:
+            device.power_off()

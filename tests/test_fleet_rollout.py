@@ -1,0 +1,138 @@
+"""``pyvorin fleet rollout`` against servers that misbehave: each ends with one
+error line and a non-zero exit, and never hangs. (Against the real goosebit
+and real devices: tests/test_fleet_devices.py.)"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyvorin import rollout
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """Answers a good login, then what the test sets for everything else."""
+
+    status = 200
+    body = b"{}"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path == "/login":
+            status, body = 200, b'{"access_token": "t", "token_type": "bearer"}'
+        else:
+            status, body = self.status, self.body
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_PATCH = _answer  # noqa: N815 - the http.server API
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server API
+        pass
+
+
+@pytest.fixture
+def hostile() -> Iterator[tuple[str, type[_Hostile]]]:
+    handler = type("Handler", (_Hostile,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def _run(cli, url: str, tmp_path: Path, *extra: str):
+    (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "r.swu").write_bytes(b"070701")
+    return cli("fleet", "rollout", tmp_path / "r.swu", "--server", url, "--user", "admin",
+               "--password-file", tmp_path / "pw", "--canary", "rpi-1", "--poll", "0.1", "--timeout", "2", *extra)
+
+
+def _one_error_line(result, code: int = 2) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pyvorin: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (200, b"not json", "not JSON"),
+    (500, b"Internal Server Error", "answered 500"),
+    (200, b'{"devices": "many"}', "no device list"),
+    (200, b'[1, 2]', "no device list"),
+    (200, b'{"devices": [{"id": "rpi-2"}]}', "does not know: rpi-1"),
+    (200, b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+])
+def test_a_malformed_server_answer_is_one_error_line(cli, hostile, tmp_path: Path, status: int, body: bytes,
+                                                     expected: str) -> None:
+    url, handler = hostile
+    handler.status, handler.body = status, body
+    line = _one_error_line(_run(cli, url, tmp_path))
+    assert expected in line, line
+
+
+def test_an_unreachable_server_is_one_error_line(cli, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    line = _one_error_line(_run(cli, f"http://127.0.0.1:{port}", tmp_path))
+    assert "cannot reach" in line or "login at" in line, line
+
+
+def test_bad_arguments_are_refused_before_any_request(cli, tmp_path: Path) -> None:
+    line = _one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--canary", "../etc"))
+    assert "is not a device ID" in line
+    line = _one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--timeout", "0"))
+    assert "--timeout" in line
+
+
+class _Server:
+    """goosebit's rollout counts as the stage sees them, scripted."""
+
+    def __init__(self, counts: list[tuple[int, int]]) -> None:
+        self.counts = counts
+        self.paused: list[int] = []
+
+    def request(self, method: str, path: str, body=None, **_: object):
+        if method == "PATCH":
+            self.paused += body["ids"]
+            return None
+        successes, failures = self.counts.pop(0) if len(self.counts) > 1 else self.counts[0]
+        return {"rollouts": [{"id": 7, "feed": "canary", "success_count": successes, "failure_count": failures}]}
+
+
+def test_a_stage_pauses_past_the_threshold_or_the_deadline_and_never_busy_loops() -> None:
+    stage = rollout.Stage("canary", 7, expected=3, max_failures=1)
+    sleeps: list[float] = []
+    server = _Server([(0, 0), (1, 1), (1, 2)])
+    verdict = rollout.await_stage(server, stage, timeout=60, poll=5, clock=lambda: 0.0,  # type: ignore[arg-type]
+                                  sleep=sleeps.append)
+    assert verdict == rollout.Verdict(1, 2, finished=False, stopped=True) and server.paused == [7]
+    assert sleeps == [5, 5]
+    # No verdict before the deadline: paused as well.
+    now = iter([0.0, 10.0, 20.0, 31.0, 40.0])
+    server = _Server([(1, 0)])
+    verdict = rollout.await_stage(server, stage, timeout=30, poll=10, clock=lambda: next(now),  # type: ignore[arg-type]
+                                  sleep=lambda _: None)
+    assert verdict.stopped and server.paused == [7]
+    # Within the threshold and complete: finished.
+    server = _Server([(2, 1)])
+    verdict = rollout.await_stage(server, stage, timeout=30, poll=10, sleep=lambda _: None)  # type: ignore[arg-type]
+    assert verdict == rollout.Verdict(2, 1, finished=True, stopped=False) and server.paused == []
+
+
+def test_the_release_is_checked_before_the_server_is_asked(cli, tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("x\n")
+    result = cli("fleet", "rollout", tmp_path / "missing.swu", "--server", "http://127.0.0.1:9", "--user", "a",
+                 "--password-file", tmp_path / "pw", "--canary", "rpi-1")
+    assert "release not found" in _one_error_line(result)
