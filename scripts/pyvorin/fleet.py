@@ -279,10 +279,12 @@ def _server_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
     for name in names:
         try:
             general.append(x509.IPAddress(ipaddress.ip_address(name)))
+            continue
         except ValueError:
-            if not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,252})", name) or ".." in name:
-                raise KeyError_(f"server name {name!r} is neither a host name nor an IP address") from None
-            general.append(x509.DNSName(name))
+            pass  # not an address: a host name, then
+        if not re.fullmatch(r"[A-Za-z0-9*]([A-Za-z0-9.-]{0,252})", name) or ".." in name:
+            raise KeyError_(f"server name {name!r} is neither a host name nor an IP address")
+        general.append(x509.DNSName(name))
     return general
 
 
