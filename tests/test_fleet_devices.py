@@ -26,10 +26,10 @@ from typing import Any
 
 import pytest
 
-from fleet import goosebit, proxy
+from fleet import server as fleet_server
 from fleet.device import SLOT_A, SLOT_B, FleetDevice
-from fleet.goosebit import Goosebit
-from fleet.proxy import MtlsProxy
+from fleet.goosebit import Admin
+from fleet.server import FleetServer
 from pyvorin_devsim.swupdate_sandbox import swupdate_available
 
 from helpers import require, unavailable
@@ -56,31 +56,26 @@ class _Ready(http.server.BaseHTTPRequestHandler):
 
 @dataclass(frozen=True)
 class Stack:
-    server: Goosebit
-    proxy: MtlsProxy
+    server: FleetServer
+    admin: Admin
     ready_url: str
 
 
 @pytest.fixture
 def stack(cli, keys, tmp_path: Path) -> Iterator[Stack]:
-    for reason in (goosebit.missing(), proxy.missing(), swupdate_available()):
+    for reason in (fleet_server.missing(), swupdate_available()):
         if reason:
             unavailable(reason)
     require("openssl", "mkenvimage")
-    cli("fleet", "server-cert", keys.directory, "--name", "127.0.0.1", "-o", tmp_path / "srv", "--force",
+    cli("fleet", "server-cert", keys.directory, "--name", "127.0.0.1", "-o", tmp_path / "data/server", "--force",
         check=True)
-    server = Goosebit(tmp_path / "goosebit")
-    crl = tmp_path / "crl.pem"
-    crl.write_bytes((keys.directory / "fleet/crl.pem").read_bytes())
-    front = MtlsProxy(tmp_path / "nginx", f"127.0.0.1:{server.port}", keys.directory, tmp_path / "srv", crl)
+    server = FleetServer(keys.directory, tmp_path / "data")
     ready = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ready)
     threading.Thread(target=ready.serve_forever, daemon=True).start()
     try:
-        server.start()
-        front.start()
-        yield Stack(server, front, f"http://127.0.0.1:{ready.server_address[1]}/ready")
+        admin = server.start()
+        yield Stack(server, admin, f"http://127.0.0.1:{ready.server_address[1]}/ready")
     finally:
-        front.stop()
         server.stop()
         ready.shutdown()
         ready.server_close()
@@ -97,15 +92,14 @@ def _wait(what: str, check: Callable[[], bool], explain: Callable[[], str], time
 
 def _explain(stack: Stack, devices: list[FleetDevice]) -> Callable[[], str]:
     def text() -> str:
-        parts = [f"--- server devices: {stack.server.devices()}", f"--- goosebit log\n{stack.server.log_tail()}",
-                 f"--- nginx errors\n{stack.proxy.error_tail()}"]
+        parts = [f"--- server devices: {stack.admin.devices()}", stack.server.log_tail()]
         parts += [f"--- {d.device_id} env {d.env()}\n{d.log()[-3000:]}" for d in devices]
         return "\n".join(parts)
     return text
 
 
 def _state(stack: Stack, device: FleetDevice) -> dict[str, Any]:
-    return stack.server.devices().get(device.device_id, {})
+    return stack.admin.devices().get(device.device_id, {})
 
 
 def _boot_the_new_slot(stack: Stack, device: FleetDevice) -> None:
@@ -124,7 +118,7 @@ def _boot_the_new_slot(stack: Stack, device: FleetDevice) -> None:
 def _fleet(stack: Stack, keys, tmp_path: Path, prefix: str) -> list[FleetDevice]:
     """Devices named per test: the session's fleet CA signs each ID once (its ledger refuses twice)."""
     return [FleetDevice(f"{prefix}{n:04d}", tmp_path / f"dev{n}", keys.ca, keys.directory / "fleet/ca.crt",
-                        stack.proxy.url) for n in range(FLEET_SIZE)]
+                        stack.server.url) for n in range(FLEET_SIZE)]
 
 
 def _power_on(cli, keys, stack: Stack, devices: list[FleetDevice], explain: Callable[[], str]) -> None:
@@ -147,8 +141,8 @@ def _release(cli, signer, make_spec, tmp_path: Path) -> tuple[Path, bytes]:
 def _rollout(cli, stack: Stack, release: Path, canaries: list[FleetDevice]) -> subprocess.Popen[str]:
     """``pyvorin fleet rollout`` as an operator runs it, against goosebit's admin API."""
     return subprocess.Popen(
-        [sys.executable, "-m", "pyvorin", "fleet", "rollout", str(release), "--server", stack.server.url,
-         "--user", "admin", "--password-file", str(stack.server.work / "admin-password"),
+        [sys.executable, "-m", "pyvorin", "fleet", "rollout", str(release), "--server", stack.admin.url,
+         "--user", "admin", "--password-file", str(stack.server.data / "admin-password"),
          "--canary", ",".join(d.device_id for d in canaries), "--poll", "1", "--timeout", "120", "--watch"],
         env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -213,7 +207,7 @@ def test_canaries_refuse_a_foreign_release_and_the_rollout_stops(cli, keys, fore
         for device in rest:
             assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
             assert _state(stack, device).get("last_state") != "Error"
-        assert not [r for r in stack.server.rollouts() if r["feed"] == "default"]
+        assert not [r for r in stack.admin.rollouts() if r["feed"] == "default"]
     finally:
         for device in devices:
             device.power_off()

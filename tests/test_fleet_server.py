@@ -1,5 +1,6 @@
-"""The rollout server as a user runs it: a real goosebit behind Debian's nginx
-doing mutual TLS with the fleet CA and its CRL, on loopback. The client is
+"""The rollout server as a user runs it, ``pyvorin fleet serve``: a real
+goosebit behind Debian's nginx doing mutual TLS with the fleet CA and its
+CRL, on loopback. The client is
 curl (libcurl is what SWUpdate's suricatta speaks through), with device
 certificates from ``pyvorin fleet sign`` for requests made the way
 pyvorin-identity makes them."""
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fleet import goosebit, proxy
-from fleet.goosebit import Goosebit
-from fleet.proxy import MtlsProxy
+from fleet import server as fleet_server
+from fleet.goosebit import Admin
+from fleet.server import FleetServer
 
 from helpers import require, unavailable
 
@@ -31,8 +32,8 @@ class Device:
 @dataclass(frozen=True)
 class Fleet:
     keys: Path
-    server: Goosebit
-    proxy: MtlsProxy
+    server: FleetServer
+    admin: Admin
     work: Path
 
     def device(self, cli, device_id: str, keys: Path | None = None) -> Device:
@@ -51,7 +52,7 @@ class Fleet:
                 "-w", "\n%{http_code}"]
         if device is not None:
             args += ["--cert", str(device.cert), "--key", str(device.key)]
-        return subprocess.run([*args, *extra, self.proxy.url + path], capture_output=True, text=True, timeout=60)
+        return subprocess.run([*args, *extra, self.server.url + path], capture_output=True, text=True, timeout=60)
 
 
 def _code(result: subprocess.CompletedProcess[str]) -> str:
@@ -60,37 +61,33 @@ def _code(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture
 def fleet(cli, tmp_path: Path) -> Iterator[Fleet]:
-    for reason in (goosebit.missing(), proxy.missing()):
-        if reason:
-            unavailable(reason)
+    reason = fleet_server.missing()
+    if reason:
+        unavailable(reason)
     require("curl")
     keys = tmp_path / "keys"
     cli("keys", "init", keys, "--only", "fleet", check=True)
-    cli("fleet", "server-cert", keys, "--name", "127.0.0.1", "--name", "localhost", "-o", tmp_path / "srv",
+    cli("fleet", "server-cert", keys, "--name", "127.0.0.1", "--name", "localhost", "-o", tmp_path / "data/server",
         check=True)
-    server = Goosebit(tmp_path / "goosebit")
-    server.start()
-    front = MtlsProxy(tmp_path / "nginx", f"127.0.0.1:{server.port}", keys, tmp_path / "srv", tmp_path / "crl.pem")
-    (tmp_path / "crl.pem").write_bytes((keys / "fleet/crl.pem").read_bytes())
+    server = FleetServer(keys, tmp_path / "data")
     try:
-        front.start()
-        yield Fleet(keys, server, front, tmp_path)
+        admin = server.start()
+        yield Fleet(keys, server, admin, tmp_path)
     finally:
-        front.stop()
         server.stop()
 
 
 def test_a_device_polls_its_own_controller_only(cli, fleet: Fleet) -> None:
     device = fleet.device(cli, "rpi-10000000aaaa0001")
     polled = fleet.curl(device, "/DEFAULT/controller/v1/rpi-10000000aaaa0001")
-    assert _code(polled) == "200", polled.stdout + polled.stderr + fleet.proxy.error_tail()
+    assert _code(polled) == "200", polled.stdout + polled.stderr + fleet.server.log_tail()
     answer = json.loads(polled.stdout.rsplit("\n", 1)[0])
     assert "polling" in answer["config"]
-    assert "rpi-10000000aaaa0001" in fleet.server.devices()
+    assert "rpi-10000000aaaa0001" in fleet.admin.devices()
     # Its certificate does not make it another device, nor an administrator.
     assert _code(fleet.curl(device, "/DEFAULT/controller/v1/rpi-10000000aaaa0002")) == "403"
     assert _code(fleet.curl(device, "/api/v1/devices")) == "404"
-    assert "rpi-10000000aaaa0002" not in fleet.server.devices()
+    assert "rpi-10000000aaaa0002" not in fleet.admin.devices()
 
 
 def test_no_foreign_or_revoked_certificate_gets_through(cli, fleet: Fleet, tmp_path: Path) -> None:
@@ -103,10 +100,10 @@ def test_no_foreign_or_revoked_certificate_gets_through(cli, fleet: Fleet, tmp_p
     device = fleet.device(cli, "rpi-3")
     assert _code(fleet.curl(device, "/DEFAULT/controller/v1/rpi-3")) == "200"
     cli("fleet", "revoke", fleet.keys, "rpi-3", "--reason", "key-compromise", check=True)
-    fleet.proxy.reload_crl(fleet.keys / "fleet/crl.pem")
+    fleet.server.reload()
     revoked = fleet.curl(device, "/DEFAULT/controller/v1/rpi-3")
     assert _code(revoked) == "400", revoked.stdout
-    assert "certificate revoked" in fleet.proxy.error_tail()
+    assert "certificate revoked" in fleet.server.log_tail()
 
 
 def test_an_assigned_release_downloads_through_the_proxy_resumably(cli, fleet: Fleet, keys, make_spec,
@@ -115,7 +112,7 @@ def test_an_assigned_release_downloads_through_the_proxy_resumably(cli, fleet: F
     deploymentBase names an https link through the proxy, and a Range request resumes it."""
     swu = tmp_path / "release.swu"
     cli("bundle", make_spec(image_size=300_000), "-o", swu, *keys.signing_args(), check=True)
-    software = fleet.server.upload(swu)
+    software = fleet.admin.upload(swu)
     device = fleet.device(cli, "rpi-4")
     path = "/DEFAULT/controller/v1/rpi-4"
     assert _code(fleet.curl(device, path)) == "200"
@@ -125,18 +122,50 @@ def test_an_assigned_release_downloads_through_the_proxy_resumably(cli, fleet: F
     sent = fleet.curl(device, path + "/configData", "-X", "PUT", "-H", "Content-Type: application/json",
                       "-d", json.dumps(identify))
     assert _code(sent) == "200", sent.stdout
-    fleet.server._request("PATCH", "/api/v1/devices", {"devices": ["rpi-4"], "software": str(software)})
+    fleet.admin.assign(["rpi-4"], software)
     polled = fleet.curl(device, path)
     base = json.loads(polled.stdout.rsplit("\n", 1)[0])["_links"]
     assert "deploymentBase" in base, polled.stdout
-    deployment = fleet.curl(device, base["deploymentBase"]["href"].split(str(fleet.proxy.port), 1)[1])
+    deployment = fleet.curl(device, base["deploymentBase"]["href"].split(str(fleet.server.port), 1)[1])
     document = json.loads(deployment.stdout.rsplit("\n", 1)[0])
     artifact = document["deployment"]["chunks"][0]["artifacts"][0]
     href = artifact["_links"]["download"]["href"]
-    assert href.startswith(fleet.proxy.url), href
+    assert href.startswith(fleet.server.url), href
     whole = tmp_path / "whole.swu"
-    first = fleet.curl(device, href.removeprefix(fleet.proxy.url), "-o", str(whole), "-r", "0-99999")
+    first = fleet.curl(device, href.removeprefix(fleet.server.url), "-o", str(whole), "-r", "0-99999")
     assert _code(first) == "206"
-    rest = fleet.curl(device, href.removeprefix(fleet.proxy.url), "-o", str(whole), "-C", "100000")
+    rest = fleet.curl(device, href.removeprefix(fleet.server.url), "-o", str(whole), "-C", "100000")
     assert _code(rest) == "206"
     assert whole.read_bytes() == swu.read_bytes()
+
+
+def test_serve_keeps_its_data_across_a_restart_and_stops_on_sigterm(cli, fleet: Fleet) -> None:
+    device = fleet.device(cli, "rpi-5")
+    assert _code(fleet.curl(device, "/DEFAULT/controller/v1/rpi-5")) == "200"
+    password = (fleet.server.data / "admin-password").read_text()
+    assert oct((fleet.server.data / "admin-password").stat().st_mode & 0o777) == "0o600"
+    assert oct(fleet.server.data.stat().st_mode & 0o777) == "0o700"
+    out = fleet.server.stop()
+    assert fleet.server.process is not None and fleet.server.process.returncode == 0, out
+    assert "stopping" in out
+    again = FleetServer(fleet.keys, fleet.server.data, port=fleet.server.port, admin_port=fleet.server.admin_port)
+    try:
+        admin = again.start()
+        assert "rpi-5" in admin.devices(), "the database was not kept"
+        assert (fleet.server.data / "admin-password").read_text() == password
+        assert _code(fleet.curl(device, "/DEFAULT/controller/v1/rpi-5")) == "200"
+    finally:
+        again.stop()
+
+
+def test_serve_names_what_is_missing_in_one_line(cli, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    cli("keys", "init", keys, "--only", "fleet", check=True)
+    result = cli("fleet", "serve", keys, "--data", tmp_path / "data", "--listen", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"pyvorin: error: {tmp_path / 'data/server/server.crt'}: missing: the server certificate "
+        f"(pyvorin fleet server-cert KEYS --name HOST -o DATA/server)"], result.stderr
+    cli("fleet", "server-cert", keys, "--name", "127.0.0.1", "-o", tmp_path / "data/server", check=True)
+    result = cli("fleet", "serve", keys, "--data", tmp_path / "data", "--listen", "nowhere")
+    assert result.returncode == 2 and "HOST:PORT" in result.stderr and len(result.stderr.strip().splitlines()) == 1

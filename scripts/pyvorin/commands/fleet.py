@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import fleet, fleetproxy, rollout
+from .. import fleet, fleetproxy, fleetserve, rollout
 from ..errors import PyvorinError
 from ..fsutil import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir, write_atomic
 from ..signers import read_passphrase
@@ -21,7 +21,11 @@ Enrol a device (its key never leaves it; pyvorin-identity made the request):
   pyvorin fleet sign KEYS device.csr -o device.crt
   scp device.crt admin@device:/tmp/ && ssh admin@device sudo pyvorin-identity install /tmp/device.crt
 
-The servers:
+The rollout server in one command (goosebit behind nginx, both in the foreground):
+  pyvorin fleet server-cert KEYS --name updates.example.com -o /var/lib/pyvorin-fleet/server
+  pyvorin fleet serve KEYS --data /var/lib/pyvorin-fleet --listen 0.0.0.0:8443
+
+Or the pieces, for a server of your own:
   pyvorin fleet server-cert KEYS --name updates.example.com -o server/
   # server/server.key, server/server.crt; trust KEYS/fleet/ca.crt, check KEYS/fleet/crl.pem
   pyvorin fleet proxy-config KEYS --server-dir server/ --listen 0.0.0.0:8443 \
@@ -107,6 +111,23 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     proxy.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     proxy.add_argument("--force", action="store_true", help="overwrite FILE")
     proxy.set_defaults(func=run_proxy_config)
+
+    srv = sub.add_parser("serve", help="run the rollout server: goosebit behind the mutual-TLS nginx",
+                         description="Run goosebit (hawkBit DDI) on loopback and nginx in front of it for the "
+                                     "devices, in the foreground, keeping everything in --data. The first start "
+                                     "makes goosebit's schema, token key and administrator (password in "
+                                     "DATA/admin-password). Needs DATA/server/server.{crt,key} from "
+                                     "'fleet server-cert'.")
+    srv.add_argument("keys", type=Path, metavar="KEYS", help="the key directory (fleet/ca.crt, fleet/crl.pem)")
+    srv.add_argument("--data", type=Path, required=True, metavar="DIR")
+    srv.add_argument("--listen", default="0.0.0.0:8443", metavar="HOST:PORT", help="for the devices")
+    srv.add_argument("--admin-port", type=int, default=60053, metavar="PORT",
+                     help="goosebit's own port, on 127.0.0.1 only (admin API and UI)")
+    srv.add_argument("--goosebit-venv", type=Path, default=Path("/opt/goosebit-venv"), metavar="DIR")
+    srv.add_argument("--nginx", type=Path, default=Path("/usr/sbin/nginx"), metavar="PATH")
+    srv.add_argument("--tenant", default="DEFAULT")
+    srv.add_argument("--poll-time", default="00:05:00", metavar="HH:MM:SS", help="how often devices poll")
+    srv.set_defaults(func=run_serve)
 
     roll = sub.add_parser("rollout", help="roll a release out to canaries, then to the fleet",
                           description="Upload RELEASE.swu to the goosebit server, give it to the --canary "
@@ -220,3 +241,9 @@ def run_proxy_config(args: argparse.Namespace) -> int:
     write_atomic(args.output, fleetproxy.render(config).encode(), mode=PUBLIC_FILE_MODE, overwrite=True)
     print(f"wrote {args.output}: devices on {args.listen}, goosebit at {args.upstream}")
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    options = fleetserve.ServeOptions(args.keys, args.data, args.listen, args.admin_port, args.goosebit_venv,
+                                      args.nginx, args.tenant, args.poll_time)
+    return fleetserve.serve(options, say=lambda line: print(line, flush=True))
