@@ -211,3 +211,36 @@ def test_canaries_refuse_a_foreign_release_and_the_rollout_stops(cli, keys, fore
     finally:
         for device in devices:
             device.power_off()
+
+
+def test_a_canary_that_rolls_back_is_reported_as_a_failure_and_stops_the_rollout(
+        cli, keys, make_spec, stack: Stack, tmp_path: Path) -> None:
+    """The release installs, but the new slot never gets ready: U-Boot's boot counter returns to
+    slot A and the boot script sets ustate 3 (the values tests/test_rollback.py sees the real boot
+    script write); the daemon, back on the old release, reports the failure."""
+    devices = _fleet(stack, keys, tmp_path, "rpi-rollback")[:CANARIES + 1]
+    explain = _explain(stack, devices)
+    canaries, rest = devices[:CANARIES], devices[CANARIES:]
+    try:
+        _power_on(cli, keys, stack, devices, explain)
+        release, _ = _release(cli, keys, make_spec, tmp_path)
+        tool = _rollout(cli, stack, release, canaries)
+        _wait("the canaries installed the release", lambda: all(d.reboots() == 1 for d in canaries), explain)
+        first = canaries[0]
+        first.power_off()
+        assert first.env().get("ustate") == "1"
+        # Slot B on trial never confirmed: after bootlimit boots, altbootcmd -> the boot script.
+        for name, value in (("rootpart", "2"), ("upgrade_available", "0"), ("bootcount", "0"), ("ustate", "3")):
+            first.sandbox.setenv(name, value)
+        first.boot("a", OLD)
+        out, err = tool.communicate(timeout=180)
+        assert tool.returncode == 1 and "canaries: 0 succeeded, 1 failed" in err, out + err + explain()
+        assert _state(stack, first).get("last_state") == "Error", explain()
+        assert _state(stack, first).get("sw_version") == OLD
+        _wait("suricatta cleared ustate after reporting the failure", lambda: first.env().get("ustate") == "0",
+              explain)
+        for device in rest:
+            assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
+    finally:
+        for device in devices:
+            device.power_off()
