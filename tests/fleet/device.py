@@ -69,6 +69,7 @@ class FleetDevice:
     fleet_ca: Path
     url: str
     board: str = "raspberrypi4-64"
+    retry_wait: int = 2
     sandbox: SwupdateSandbox = field(init=False)
     thread: threading.Thread | None = None
     boots: int = 0
@@ -109,7 +110,9 @@ class FleetDevice:
         files = device_swupdate.usr_files(self.ca_cert, version, self.board, slot_a, slot_b)
         fleet = {"${PYVORIN_IDENTITY_DIR}": str(self.identity), "${PYVORIN_FLEET_URL}": self.url,
                  "${PYVORIN_FLEET_TENANT}": "DEFAULT", "${PYVORIN_FLEET_POLL}": "2",
-                 "${base_sbindir}": "/usr/sbin", "${PYVORIN_FLEET_CA_PATH}": str(self.fleet_ca)}
+                 "${base_sbindir}": "/usr/sbin", "${PYVORIN_FLEET_CA_PATH}": str(self.fleet_ca),
+                 # The layer's default is 30 s; a test cannot wait for four of those.
+                 "${PYVORIN_FLEET_RETRY_WAIT}": str(self.retry_wait)}
         files["lib/swupdate/conf.d/60-pyvorin-fleet"] = (
             device_swupdate.render_installed("60-pyvorin-fleet", fleet).encode(), 0o644)
         files["lib/swupdate/swupdate.cfg"] = (
