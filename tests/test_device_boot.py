@@ -211,7 +211,7 @@ def _fleet_ca(device_keys: DeviceKeys, work: Path) -> Path:
 def test_the_device_makes_its_identity_and_takes_only_its_own_certificate(
         first_boot: Booted, device_keys: DeviceKeys, cli: Cli, tmp_path: Path) -> None:
     listing = first_boot.sudo("stat -c '%a %U %n' /data/identity /data/identity/device.key").split("\n")
-    assert listing[:2] == ["700 root /data/identity", "600 root /data/identity/device.key"], listing
+    assert listing[:2] == ["755 root /data/identity", "600 root /data/identity/device.key"], listing
     assert first_boot.sudo("cat /data/identity/device-id").strip() == booted.DEVICE_ID
     csr = tmp_path / "device.csr"
     csr.write_text(first_boot.ssh("cat /data/identity/device.csr").stdout)

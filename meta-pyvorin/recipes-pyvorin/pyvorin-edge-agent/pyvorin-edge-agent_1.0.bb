@@ -44,8 +44,15 @@ RDEPENDS:${PN} = "python3-core \
                   python3-fcntl \
                   python3-io \
                   python3-json \
+                  python3-math \
                   python3-netclient \
                   python3-netserver \
                   python3-sqlite3 \
                   python3-tomllib \
                   "
+# MQTT telemetry ([cloud] url = "mqtts://..."): paho from meta-python, when
+# that layer is there (the layer itself needs only oe-core; without it an
+# mqtts:// URL is refused at start, naming the missing package). A line of its
+# own, after the list: oelint would have it sorted into a list it cannot join.
+# nooelint: oelint.vars.dependsordered
+RDEPENDS:${PN} += "${@'python3-paho-mqtt' if 'meta-python' in (d.getVar('BBFILE_COLLECTIONS') or '').split() else ''}"

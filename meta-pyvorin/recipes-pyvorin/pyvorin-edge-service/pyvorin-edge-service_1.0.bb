@@ -16,6 +16,7 @@ SRC_URI = "file://pyvorin-edge-agent.service \
            file://pyvorin-edge.tmpfiles \
            file://config.toml \
            file://usr.bin.pyv-edge-agent \
+           file://pyvorin-identity-key.conf \
            "
 
 S = "${WORKDIR}"
@@ -30,6 +31,10 @@ REQUIRED_DISTRO_FEATURES = "systemd"
 #   PYVORIN_EDGE_AGENT_PACKAGE = "acme-edge-agent"
 PYVORIN_EDGE_AGENT_PACKAGE ??= "pyvorin-edge-agent"
 
+# "1": the agent gets the device's identity key (pyvorin-identity) for MQTT
+# telemetry over TLS ([cloud] url = "mqtts://...", docs/fleet.md).
+PYVORIN_TELEMETRY_IDENTITY ??= "0"
+
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
@@ -42,6 +47,10 @@ do_install() {
     # Readable by the agent's group only: it may one day hold a cloud token.
     install -d -m 0750 -g pyvorin-edge ${D}${sysconfdir}/pyvorin-edge
     install -m 0640 -g pyvorin-edge ${S}/config.toml ${D}${sysconfdir}/pyvorin-edge/config.toml
+    if ${@'true' if bb.utils.to_boolean(d.getVar('PYVORIN_TELEMETRY_IDENTITY')) else 'false'}; then
+        install -D -m 0644 ${S}/pyvorin-identity-key.conf \
+            ${D}${systemd_system_unitdir}/pyvorin-edge-agent.service.d/pyvorin-identity-key.conf
+    fi
     if ${@bb.utils.contains('DISTRO_FEATURES', 'apparmor', 'true', 'false', d)}; then
         install -d ${D}${sysconfdir}/apparmor.d
         install -m 0644 ${S}/usr.bin.pyv-edge-agent ${D}${sysconfdir}/apparmor.d/usr.bin.pyv-edge-agent
@@ -57,6 +66,7 @@ SYSTEMD_SERVICE:${PN} = "pyvorin-edge-agent.service pyvorin-edge-backup.timer"
 SYSTEMD_AUTO_ENABLE = "enable"
 
 FILES:${PN} += "${systemd_system_unitdir}/pyvorin-edge-backup.service \
+                ${systemd_system_unitdir}/pyvorin-edge-agent.service.d \
                 ${nonarch_libdir}/tmpfiles.d/pyvorin-edge.conf \
                 ${sysconfdir}/pyvorin-edge \
                 ${sysconfdir}/apparmor.d/usr.bin.pyv-edge-agent \

@@ -29,7 +29,7 @@ from pyvorin_edge_agent.sdnotify import Notifier
 from pyvorin_edge_agent.server import HttpEndpoint
 from pyvorin_edge_agent.store import EdgeStore
 from pyvorin_edge_agent.syncqueue import SyncQueue
-from pyvorin_edge_agent.uploader import Uploader, UploadStatus
+from pyvorin_edge_agent.uploader import Uploader, UploadStatus, transport
 
 PRUNE_EVERY = 3600.0
 
@@ -98,9 +98,9 @@ class Agent:
             endpoint = HttpEndpoint(config.http.host, config.http.port, self.health_document, self._log,
                                     ready=self.ready_document)
             if config.cloud.url:
-                uploader = Uploader(config.data_dir, config.cloud.url, config.device_id, config.cloud.batch_size,
+                uploader = Uploader(config.data_dir, transport(config), config.cloud.batch_size,
                                     config.cloud.interval, config.cloud.lease_seconds, config.cloud.timeout,
-                                    self._log)
+                                    self._log, config.cloud.max_backoff)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, self.request_stop)
             self._store_event(edge_store, "started", {"version": __version__, "pid": os.getpid()})

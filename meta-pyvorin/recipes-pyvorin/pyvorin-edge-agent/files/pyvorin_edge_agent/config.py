@@ -72,6 +72,14 @@ class CloudSection:
     lease_seconds: float = 120.0
     timeout: float = 10.0
     max_queue: int = 500_000
+    # Doubling waits after failures in a row stop here (seconds).
+    max_backoff: float = 300.0
+    # mqtts:// only: TLS with the device's identity (pyvorin-identity) and the fleet CA. The key,
+    # left empty, is the one systemd hands the service ($CREDENTIALS_DIRECTORY/device.key).
+    tls_ca: str = "/usr/share/pyvorin/fleet-ca.crt"
+    tls_cert: str = "/data/identity/device.crt"
+    tls_key: str = ""
+    identity_dir: str = "/data/identity"
 
 
 @dataclass(frozen=True)
@@ -191,8 +199,18 @@ def _validate(config: Config, path: Path) -> None:
     if config.backup.dir:
         need(Path(config.backup.dir).is_absolute(), "[backup] dir must be an absolute path")
     if config.cloud.url:
-        scheme = urllib.parse.urlsplit(config.cloud.url).scheme
-        need(scheme in ("https", "http"), "[cloud] url must be an https:// (or http://) URL")
+        try:
+            parts = urllib.parse.urlsplit(config.cloud.url)
+            host, _ = parts.hostname, parts.port
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [cloud] url {config.cloud.url!r} is not a URL ({exc})") from exc
+        need(parts.scheme in ("https", "http", "mqtts"),
+             "[cloud] url must be an https:// (or http://) or mqtts:// URL")
+        if parts.scheme == "mqtts":
+            need(bool(host), "[cloud] url mqtts:// needs a host")
+            need(all(getattr(config.cloud, f) for f in ("tls_ca", "tls_cert", "identity_dir")),
+                 "[cloud] mqtts:// needs tls_ca, tls_cert and identity_dir")
+    need(config.cloud.max_backoff >= config.cloud.interval, "[cloud] max_backoff must be at least the interval")
     need(1 <= config.cloud.batch_size <= 10_000, "[cloud] batch_size must be 1..10000")
     need(config.cloud.interval > 0 and config.cloud.timeout > 0, "[cloud] interval and timeout must be positive")
     need(config.cloud.lease_seconds > config.cloud.timeout, "[cloud] lease_seconds must exceed timeout")
