@@ -183,3 +183,35 @@ def test_a_download_cut_short_every_time_is_retried_then_reported_and_changes_no
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_server_that_never_answers_is_given_up_after_the_connection_timeout(device: FleetDevice) -> None:
+    """It takes the connection and says nothing (TLS never starts): suricatta gives up after
+    swupdate.cfg's connection-timeout (30 s), says so, and tries again at its pace."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def hold() -> None:
+        listener.settimeout(0.5)
+        deadline = time.monotonic() + 80
+        while time.monotonic() < deadline:
+            try:
+                connection, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            held.append(connection)  # never read, never answered
+
+    threading.Thread(target=hold, daemon=True).start()
+    device.url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    device.boot("a", OLD)
+    time.sleep(45)
+    try:
+        _alive_and_unchanged(device)
+        log = device.log()
+        assert "timed out" in log.lower() or "timeout" in log.lower(), log[-3000:]
+        # One connection per try: the first waited out its 30 s, no flood of new ones.
+        assert 1 <= len(held) <= 4, len(held)
+    finally:
+        for connection in held:
+            connection.close()
+        listener.close()
