@@ -14,6 +14,7 @@ canaries, the server records their failure, and the rollout stops there."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import subprocess
 import sys
@@ -131,6 +132,20 @@ def _power_on(cli, keys, stack: Stack, devices: list[FleetDevice], explain: Call
         for d in devices), explain)
 
 
+@contextlib.contextmanager
+def _powered_fleet(cli, keys, stack: Stack, tmp_path: Path, prefix: str, size: int = FLEET_SIZE
+                   ) -> Iterator[tuple[list[FleetDevice], list[FleetDevice], Callable[[], str]]]:
+    """Enrolled devices running slot A, registered with the server: (canaries, the rest, explain)."""
+    devices = _fleet(stack, keys, tmp_path, prefix)[:size]
+    explain = _explain(stack, devices)
+    try:
+        _power_on(cli, keys, stack, devices, explain)
+        yield devices[:CANARIES], devices[CANARIES:], explain
+    finally:
+        for device in devices:
+            device.power_off()
+
+
 def _release(cli, signer, make_spec, tmp_path: Path) -> tuple[Path, bytes]:
     spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=7)
     release = tmp_path / f"pyvorin-{NEW}.swu"
@@ -149,11 +164,7 @@ def _rollout(cli, stack: Stack, release: Path, canaries: list[FleetDevice]) -> s
 
 def test_a_canary_rollout_reaches_the_fleet_over_mutual_tls(cli, keys, make_spec, stack: Stack,
                                                               tmp_path: Path) -> None:
-    devices = _fleet(stack, keys, tmp_path, "rpi-good")
-    explain = _explain(stack, devices)
-    canaries, rest = devices[:CANARIES], devices[CANARIES:]
-    try:
-        _power_on(cli, keys, stack, devices, explain)
+    with _powered_fleet(cli, keys, stack, tmp_path, "rpi-good") as (canaries, rest, explain):
         release, image = _release(cli, keys, make_spec, tmp_path)
         tool = _rollout(cli, stack, release, canaries)
         _wait("the canaries installed the release and asked for a reboot",
@@ -176,19 +187,12 @@ def test_a_canary_rollout_reaches_the_fleet_over_mutual_tls(cli, keys, make_spec
         assert tool.returncode == 0, out + err + explain()
         assert f"canaries: {CANARIES} of {CANARIES} succeeded" in out, out
         assert f"fleet: {FLEET_SIZE - CANARIES} of {FLEET_SIZE - CANARIES} succeeded" in out, out
-        assert all(_state(stack, d).get("sw_version") == NEW for d in devices)
-    finally:
-        for device in devices:
-            device.power_off()
+        assert all(_state(stack, d).get("sw_version") == NEW for d in canaries + rest)
 
 
 def test_canaries_refuse_a_foreign_release_and_the_rollout_stops(cli, keys, foreign_keys, make_spec, stack: Stack,
                                                                   tmp_path: Path) -> None:
-    devices = _fleet(stack, keys, tmp_path, "rpi-foreign")
-    explain = _explain(stack, devices)
-    canaries, rest = devices[:CANARIES], devices[CANARIES:]
-    try:
-        _power_on(cli, keys, stack, devices, explain)
+    with _powered_fleet(cli, keys, stack, tmp_path, "rpi-foreign") as (canaries, rest, explain):
         release, _ = _release(cli, foreign_keys, make_spec, tmp_path)
         tool = _rollout(cli, stack, release, canaries)
         out, err = tool.communicate(timeout=180)
@@ -208,9 +212,6 @@ def test_canaries_refuse_a_foreign_release_and_the_rollout_stops(cli, keys, fore
             assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
             assert _state(stack, device).get("last_state") != "Error"
         assert not [r for r in stack.admin.rollouts() if r["feed"] == "default"]
-    finally:
-        for device in devices:
-            device.power_off()
 
 
 def test_a_canary_that_rolls_back_is_reported_as_a_failure_and_stops_the_rollout(
@@ -218,11 +219,7 @@ def test_a_canary_that_rolls_back_is_reported_as_a_failure_and_stops_the_rollout
     """The release installs, but the new slot never gets ready: U-Boot's boot counter returns to
     slot A and the boot script sets ustate 3 (the values tests/test_rollback.py sees the real boot
     script write); the daemon, back on the old release, reports the failure."""
-    devices = _fleet(stack, keys, tmp_path, "rpi-rollback")[:CANARIES + 1]
-    explain = _explain(stack, devices)
-    canaries, rest = devices[:CANARIES], devices[CANARIES:]
-    try:
-        _power_on(cli, keys, stack, devices, explain)
+    with _powered_fleet(cli, keys, stack, tmp_path, "rpi-rollback", CANARIES + 1) as (canaries, rest, explain):
         release, _ = _release(cli, keys, make_spec, tmp_path)
         tool = _rollout(cli, stack, release, canaries)
         _wait("the canaries installed the release", lambda: all(d.reboots() == 1 for d in canaries), explain)
@@ -241,6 +238,3 @@ def test_a_canary_that_rolls_back_is_reported_as_a_failure_and_stops_the_rollout
               explain)
         for device in rest:
             assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
-    finally:
-        for device in devices:
-            device.power_off()

@@ -128,7 +128,8 @@ def prepare(options: ServeOptions) -> dict[str, str]:
     return env
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True
@@ -180,7 +181,7 @@ def serve(options: ServeOptions, say: Callable[[str], None] = print) -> int:
                  "--port", str(options.admin_port), "--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"],
                 cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT))
         deadline = time.monotonic() + START_TIMEOUT
-        while not _listening(options.admin_port):
+        while not listening(options.admin_port):
             if children[0].poll() is not None or time.monotonic() > deadline or stopping:
                 raise PyvorinError(f"goosebit did not start (see {data / 'goosebit.log'})")
             time.sleep(0.3)

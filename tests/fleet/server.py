@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fleet.goosebit import VENV, Admin, ServerError, free_port
+from pyvorin.fleetserve import listening
 
 from helpers import ROOT
 
@@ -26,14 +26,6 @@ def missing() -> str | None:
     if not Path(NGINX).exists():
         return f"{NGINX} is missing (scripts/test.sh installs Debian's nginx)"
     return None
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -61,7 +53,7 @@ class FleetServer:
             env={**os.environ, "PYTHONPATH": str(ROOT / "scripts")}, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + timeout
-        while not (_listening(self.port) and (self.data / "admin-password").exists()):
+        while not (listening(self.port) and (self.data / "admin-password").exists()):
             if self.process.poll() is not None:
                 raise ServerError(f"pyvorin fleet serve exited {self.process.returncode}:\n"
                                   f"{self.process.stdout.read() if self.process.stdout else ''}\n{self.log_tail()}")
