@@ -136,12 +136,17 @@ class Plan:
     watch: bool = False
 
 
-def _devices(server: Server) -> list[dict[str, Any]]:
-    answer = server.request("GET", "/api/v1/devices")
-    listed = answer.get("devices") if isinstance(answer, dict) else None
+def _listing(server: Server, kind: str) -> list[dict[str, Any]]:
+    """``GET /api/v1/<kind>``'s list of objects (``devices``, ``rollouts``), or RolloutError."""
+    answer = server.request("GET", f"/api/v1/{kind}")
+    listed = answer.get(kind) if isinstance(answer, dict) else None
     if not isinstance(listed, list):
-        raise RolloutError("GET /api/v1/devices: no device list in the answer")
-    return [device for device in listed if isinstance(device, dict)]
+        raise RolloutError(f"GET /api/v1/{kind}: no {kind[:-1]} list in the answer")
+    return [entry for entry in listed if isinstance(entry, dict)]
+
+
+def _devices(server: Server) -> list[dict[str, Any]]:
+    return _listing(server, "devices")
 
 
 def _rollout(server: Server, feed: str, software_id: int, name: str) -> int:
@@ -153,11 +158,7 @@ def _rollout(server: Server, feed: str, software_id: int, name: str) -> int:
 
 
 def _rollouts(server: Server) -> list[dict[str, Any]]:
-    answer = server.request("GET", "/api/v1/rollouts")
-    listed = answer.get("rollouts") if isinstance(answer, dict) else None
-    if not isinstance(listed, list):
-        raise RolloutError("GET /api/v1/rollouts: no rollout list in the answer")
-    return [entry for entry in listed if isinstance(entry, dict)]
+    return _listing(server, "rollouts")
 
 
 def _counts(server: Server, rollout_id: int) -> tuple[int, int]:
