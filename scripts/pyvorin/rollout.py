@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,17 +54,9 @@ class Server:
     def request(self, method: str, path: str, body: Any = None, *,
                 upload: Path | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"}
-        data: bytes | None = None
+        data: bytes | Iterator[bytes] | None = None
         if upload is not None:
-            boundary = uuid.uuid4().hex
-            head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                    f'filename="{upload.name}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
-            try:
-                payload = upload.read_bytes()
-            except OSError as exc:
-                raise RolloutError(f"{upload}: {exc.strerror or exc}") from exc
-            data = head + payload + f"\r\n--{boundary}--\r\n".encode()
-            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+            data, headers["Content-Type"], headers["Content-Length"] = _multipart(upload)
         elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
@@ -86,6 +78,31 @@ class Server:
             return json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise RolloutError(f"{method} {path}: not JSON ({type(exc).__name__})") from exc
+
+
+#: A release is streamed into the upload in pieces of this size: never whole in memory.
+UPLOAD_CHUNK = 1 << 20
+
+
+def _multipart(upload: Path) -> tuple[Iterator[bytes], str, str]:
+    """A one-file multipart/form-data body read from ``upload`` as it is sent, its type and length."""
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{upload.name}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    try:
+        size = upload.stat().st_size
+    except OSError as exc:
+        raise RolloutError(f"{upload}: {exc.strerror or exc}") from exc
+
+    def body() -> Iterator[bytes]:
+        yield head
+        with open(upload, "rb") as handle:
+            while chunk := handle.read(UPLOAD_CHUNK):
+                yield chunk
+        yield tail
+
+    return body(), f"multipart/form-data; boundary={boundary}", str(len(head) + size + len(tail))
 
 
 def login(url: str, user: str, password: str, timeout: float = 60.0) -> Server:
