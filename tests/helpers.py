@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import types
@@ -47,6 +48,22 @@ def unavailable(reason: str) -> None:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"CI must not skip: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now (servers the tests start bind it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The one ``pyvorin:`` line a failed command must print, exiting ``code`` (2: ``pyvorin: error:``)."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    prefix = "pyvorin: error: " if code == 2 else "pyvorin: "
+    assert len(lines) == 1 and lines[0].startswith(prefix), result.stderr
+    return lines[0]
 
 
 def which(tool: str) -> str | None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from helpers import require
+from helpers import one_error_line, require
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def fleet_keys(cli, tmp_path: Path) -> Path:
     return directory
 
 
-def _device_request(work: Path, device_id: str) -> tuple[Path, Path]:
+def device_request(work: Path, device_id: str) -> tuple[Path, Path]:
     """Key and CSR as pyvorin-identity makes them on the device (openssl, EC P-256)."""
     require("openssl")
     key, csr = work / f"{device_id}.key", work / f"{device_id}.csr"
@@ -39,13 +39,6 @@ def _device_request(work: Path, device_id: str) -> tuple[Path, Path]:
     subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={device_id}", "-out", csr],
                    check=True, capture_output=True)
     return key, csr
-
-
-def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pyvorin: error: "), result.stderr
-    return lines[0]
 
 
 def test_keys_init_makes_the_fleet_ca_private_and_an_empty_crl(fleet_keys: Path) -> None:
@@ -61,7 +54,7 @@ def test_keys_init_makes_the_fleet_ca_private_and_an_empty_crl(fleet_keys: Path)
 
 def test_a_device_request_becomes_a_client_certificate_openssl_verifies(cli, fleet_keys: Path,
                                                                         tmp_path: Path) -> None:
-    _, csr = _device_request(tmp_path, "rpi-10000000c0ffee01")
+    _, csr = device_request(tmp_path, "rpi-10000000c0ffee01")
     out = tmp_path / "device.crt"
     result = cli("fleet", "sign", fleet_keys, csr, "-o", out)
     assert result.returncode == 0, result.stderr
@@ -125,7 +118,7 @@ def test_mutual_tls_takes_a_signed_device_and_refuses_it_once_revoked(cli, fleet
     cli("fleet", "server-cert", fleet_keys, "--name", "localhost", "--name", "127.0.0.1", "-o", tmp_path / "srv",
         check=True)
     assert stat.S_IMODE((tmp_path / "srv/server.key").stat().st_mode) == 0o600
-    key, csr = _device_request(tmp_path, "rpi-1000000012345678")
+    key, csr = device_request(tmp_path, "rpi-1000000012345678")
     cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "device.crt", check=True)
     ca, crl = fleet_keys / "fleet/ca.crt", fleet_keys / "fleet/crl.pem"
     assert _handshake(ca, crl, tmp_path / "srv", key, tmp_path / "device.crt") == ""
@@ -144,11 +137,11 @@ def test_mutual_tls_takes_a_signed_device_and_refuses_it_once_revoked(cli, fleet
 
 def test_a_reprovisioned_device_needs_replace_which_revokes_the_old_certificate(cli, fleet_keys: Path,
                                                                                tmp_path: Path) -> None:
-    _, first = _device_request(tmp_path / "", "jetson-1423421002345")
+    _, first = device_request(tmp_path / "", "jetson-1423421002345")
     cli("fleet", "sign", fleet_keys, first, "-o", tmp_path / "a.crt", check=True)
     (tmp_path / "reset").mkdir()
-    _, second = _device_request(tmp_path / "reset", "jetson-1423421002345")
-    line = _one_error_line(cli("fleet", "sign", fleet_keys, second, "-o", tmp_path / "b.crt"))
+    _, second = device_request(tmp_path / "reset", "jetson-1423421002345")
+    line = one_error_line(cli("fleet", "sign", fleet_keys, second, "-o", tmp_path / "b.crt"))
     assert "already has certificate" in line and "--replace" in line
     assert not (tmp_path / "b.crt").exists()
     cli("fleet", "sign", fleet_keys, second, "-o", tmp_path / "b.crt", "--replace", check=True)
@@ -162,7 +155,7 @@ def test_a_reprovisioned_device_needs_replace_which_revokes_the_old_certificate(
 
 
 def test_concurrent_signers_lose_no_ledger_entry(cli, fleet_keys: Path, tmp_path: Path) -> None:
-    requests = [_device_request(tmp_path, f"rpi-{n:016x}")[1] for n in range(6)]
+    requests = [device_request(tmp_path, f"rpi-{n:016x}")[1] for n in range(6)]
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda csr: cli("fleet", "sign", fleet_keys, csr, "-o", csr.with_suffix(".crt")),
                                 requests))
@@ -202,7 +195,7 @@ def test_hostile_requests_are_refused_with_one_line_and_nothing_written(cli, fle
                                                                         make, expected: str) -> None:
     csr = tmp_path / "hostile.csr"
     csr.write_bytes(make())
-    line = _one_error_line(cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "out.crt"))
+    line = one_error_line(cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "out.crt"))
     assert expected in line, line
     assert not (tmp_path / "out.crt").exists()
     assert not (fleet_keys / "fleet/issued.json").exists()
@@ -214,27 +207,27 @@ def test_a_request_whose_signature_does_not_verify_is_refused(cli, fleet_keys: P
     der = bytearray(genuine.public_bytes(serialization.Encoding.DER))
     der[-5] ^= 0x01  # inside the signature
     (tmp_path / "forged.csr").write_bytes(bytes(der))
-    line = _one_error_line(cli("fleet", "sign", fleet_keys, tmp_path / "forged.csr", "-o", tmp_path / "o.crt"))
+    line = one_error_line(cli("fleet", "sign", fleet_keys, tmp_path / "forged.csr", "-o", tmp_path / "o.crt"))
     assert "signature" in line or "not a certificate request" in line, line
 
 
 def test_missing_ca_open_ca_key_and_clobbering_are_refused(cli, fleet_keys: Path, tmp_path: Path) -> None:
-    _, csr = _device_request(tmp_path, "rpi-2")
-    line = _one_error_line(cli("fleet", "sign", tmp_path / "nokeys", csr, "-o", tmp_path / "o.crt"))
+    _, csr = device_request(tmp_path, "rpi-2")
+    line = one_error_line(cli("fleet", "sign", tmp_path / "nokeys", csr, "-o", tmp_path / "o.crt"))
     assert "no fleet CA here" in line
     (fleet_keys / "fleet/ca.key").chmod(0o644)
-    line = _one_error_line(cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "o.crt"))
+    line = one_error_line(cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "o.crt"))
     assert "accessible by group/others" in line
     (fleet_keys / "fleet/ca.key").chmod(0o600)
     (tmp_path / "o.crt").write_text("keep me")
-    line = _one_error_line(cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "o.crt"))
+    line = one_error_line(cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "o.crt"))
     assert "already exists" in line and (tmp_path / "o.crt").read_text() == "keep me"
-    line = _one_error_line(cli("fleet", "revoke", fleet_keys, "rpi-unknown"))
+    line = one_error_line(cli("fleet", "revoke", fleet_keys, "rpi-unknown"))
     assert "no valid certificate" in line
-    line = _one_error_line(cli("fleet", "server-cert", fleet_keys, "--name", "bad host!", "-o", tmp_path / "s"))
+    line = one_error_line(cli("fleet", "server-cert", fleet_keys, "--name", "bad host!", "-o", tmp_path / "s"))
     assert "neither a host name nor an IP address" in line
     (fleet_keys / "fleet/issued.json").write_text('{"issued": [{"serial": 1}]}')
-    line = _one_error_line(cli("fleet", "list", fleet_keys))
+    line = one_error_line(cli("fleet", "list", fleet_keys))
     assert "not a pyvorin fleet ledger" in line
 
 
@@ -242,8 +235,8 @@ def test_an_encrypted_fleet_ca_needs_its_passphrase(cli, tmp_path: Path) -> None
     secret = tmp_path / "pass"
     secret.write_text("correct horse\n")
     cli("keys", "init", tmp_path / "k", "--only", "fleet", "--passphrase-file", secret, check=True)
-    _, csr = _device_request(tmp_path, "rpi-3")
-    line = _one_error_line(cli("fleet", "sign", tmp_path / "k", csr, "-o", tmp_path / "o.crt"))
+    _, csr = device_request(tmp_path, "rpi-3")
+    line = one_error_line(cli("fleet", "sign", tmp_path / "k", csr, "-o", tmp_path / "o.crt"))
     assert "--passphrase-file" in line
     cli("fleet", "sign", tmp_path / "k", csr, "-o", tmp_path / "o.crt", "--passphrase-file", secret, check=True)
 
@@ -253,4 +246,4 @@ def test_the_crl_can_be_remade_with_a_chosen_lifetime(cli, fleet_keys: Path) -> 
     crl = x509.load_pem_x509_crl((fleet_keys / "fleet/crl.pem").read_bytes())
     assert crl.next_update_utc is not None and crl.last_update_utc is not None
     assert 1.9 < (crl.next_update_utc - crl.last_update_utc).total_seconds() / 86400 < 2.1
-    assert _one_error_line(cli("fleet", "crl", fleet_keys, "--days", "0"))
+    assert one_error_line(cli("fleet", "crl", fleet_keys, "--days", "0"))

@@ -14,6 +14,8 @@ import pytest
 
 from pyvorin import rollout
 
+from helpers import one_error_line
+
 
 class _Hostile(http.server.BaseHTTPRequestHandler):
     """Answers a good login, then what the test sets for everything else."""
@@ -58,13 +60,6 @@ def _run(cli, url: str, tmp_path: Path, *extra: str):
                "--password-file", tmp_path / "pw", "--canary", "rpi-1", "--poll", "0.1", "--timeout", "2", *extra)
 
 
-def _one_error_line(result, code: int = 2) -> str:
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pyvorin: "), result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(("status", "body", "expected"), [
     (200, b"not json", "not JSON"),
     (500, b"Internal Server Error", "answered 500"),
@@ -73,26 +68,26 @@ def _one_error_line(result, code: int = 2) -> str:
     (200, b'{"devices": [{"id": "rpi-2"}]}', "does not know: rpi-1"),
     (200, b"[" * 100_000 + b"]" * 100_000, "not JSON"),
 ])
-def test_a_malformed_server_answer_is_one_error_line(cli, hostile, tmp_path: Path, status: int, body: bytes,
+def test_a_malformed_server_answer_isone_error_line(cli, hostile, tmp_path: Path, status: int, body: bytes,
                                                      expected: str) -> None:
     url, handler = hostile
     handler.status, handler.body = status, body
-    line = _one_error_line(_run(cli, url, tmp_path))
+    line = one_error_line(_run(cli, url, tmp_path))
     assert expected in line, line
 
 
-def test_an_unreachable_server_is_one_error_line(cli, tmp_path: Path) -> None:
+def test_an_unreachable_server_isone_error_line(cli, tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    line = _one_error_line(_run(cli, f"http://127.0.0.1:{port}", tmp_path))
+    line = one_error_line(_run(cli, f"http://127.0.0.1:{port}", tmp_path))
     assert "cannot reach" in line or "login at" in line, line
 
 
 def test_bad_arguments_are_refused_before_any_request(cli, tmp_path: Path) -> None:
-    line = _one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--canary", "../etc"))
+    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--canary", "../etc"))
     assert "is not a device ID" in line
-    line = _one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--timeout", "0"))
+    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--timeout", "0"))
     assert "--timeout" in line
 
 
@@ -135,4 +130,4 @@ def test_the_release_is_checked_before_the_server_is_asked(cli, tmp_path: Path) 
     (tmp_path / "pw").write_text("x\n")
     result = cli("fleet", "rollout", tmp_path / "missing.swu", "--server", "http://127.0.0.1:9", "--user", "a",
                  "--password-file", tmp_path / "pw", "--canary", "rpi-1")
-    assert "release not found" in _one_error_line(result)
+    assert "release not found" in one_error_line(result)

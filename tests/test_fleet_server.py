@@ -18,6 +18,7 @@ import pytest
 from fleet import server as fleet_server
 from fleet.goosebit import Admin
 from fleet.server import FleetServer
+from test_fleet_ca import device_request
 
 from helpers import require, unavailable
 
@@ -37,11 +38,7 @@ class Fleet:
     work: Path
 
     def device(self, cli, device_id: str, keys: Path | None = None) -> Device:
-        key, csr = self.work / f"{device_id}.key", self.work / f"{device_id}.csr"
-        subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-out", key], check=True, capture_output=True)
-        subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={device_id}", "-out", csr],
-                       check=True, capture_output=True)
+        key, csr = device_request(self.work, device_id)
         cert = self.work / f"{device_id}-{(keys or self.keys).name}.crt"
         cli("fleet", "sign", keys or self.keys, csr, "-o", cert, check=True)
         return Device(device_id, key, cert)

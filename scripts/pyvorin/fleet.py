@@ -43,7 +43,7 @@ from .fsutil import (
     read_bytes,
     write_atomic,
 )
-from .keys import spki_fingerprint
+from .keys import MAX_DAYS, MIN_DAYS, spki_fingerprint
 
 CA_KEY = "fleet/ca.key"
 CA_CERT = "fleet/ca.crt"
@@ -55,7 +55,6 @@ CRL = "fleet/crl.pem"
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: A CSR is a few hundred bytes; anything much larger is not one.
 MAX_CSR_BYTES = 64 * 1024
-MIN_DAYS, MAX_DAYS = 1, 36500
 REASONS = {
     "unspecified": x509.ReasonFlags.unspecified,
     "key-compromise": x509.ReasonFlags.key_compromise,
@@ -334,15 +333,16 @@ def revoke(ca: FleetCa, subject_or_serial: str, reason: str, crl_days: int = DEF
     return hit
 
 
-def _write_crl(ca: FleetCa, entries: tuple[Issued, ...], days: int) -> Path:
+def crl_pem(issuer: x509.Name, key: CaKey, entries: tuple[Issued, ...], days: int) -> bytes:
+    """A CRL of ``issuer`` listing the revoked ``entries``, current for ``days``."""
     _check_days(days)
     now = _now()
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.certificate.subject)
+        .issuer_name(issuer)
         .last_update(now)
         .next_update(now + datetime.timedelta(days=days))
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
         .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
     )
     for entry in entries:
@@ -356,9 +356,12 @@ def _write_crl(ca: FleetCa, entries: tuple[Issued, ...], days: int) -> Path:
             .build()
         )
         builder = builder.add_revoked_certificate(revoked)
-    crl = builder.sign(ca.key, hashes.SHA256())
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _write_crl(ca: FleetCa, entries: tuple[Issued, ...], days: int) -> Path:
     path = ca.directory / CRL
-    write_atomic(path, crl.public_bytes(serialization.Encoding.PEM), mode=PUBLIC_FILE_MODE)
+    write_atomic(path, crl_pem(ca.certificate.subject, ca.key, entries, days), mode=PUBLIC_FILE_MODE)
     return path
 
 

@@ -277,16 +277,13 @@ def _plan_fleet(plan: _Plan, options: KeyOptions) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(options, f"{options.organization} fleet CA")
     ca = _certificate(name, key, name, key, options, ca=True)
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     # An empty revocation list from the start: servers are set up with it on day one,
-    # and `pyvorin fleet revoke` only ever replaces it.
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(name).last_update(now)
-           .next_update(now + datetime.timedelta(days=30))
-           .add_extension(x509.CRLNumber(int(now.timestamp())), critical=False)
-           .sign(key, hashes.SHA256()))
+    # and `pyvorin fleet revoke` only ever replaces it. (fleet imports this module: a late import.)
+    from .fleet import DEFAULT_CRL_DAYS, crl_pem  # noqa: PLC0415
+
     plan.add("fleet/ca.key", _pem_key(key, options.passphrase), private=True)
     plan.add("fleet/ca.crt", _cert_pem(ca), private=False)
-    plan.add("fleet/crl.pem", crl.public_bytes(serialization.Encoding.PEM), private=False)
+    plan.add("fleet/crl.pem", crl_pem(name, key, (), DEFAULT_CRL_DAYS), private=False)
     fp = spki_fingerprint(key.public_key())
     plan.entries += [
         ManifestEntry("fleet/ca.key", "Fleet CA private key: signs device and server certificates (keep offline)",

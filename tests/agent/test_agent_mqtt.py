@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from agent_support import AgentStarter, scrubbed_env, write_config
 
-from helpers import ROOT, require, unavailable
+from helpers import ROOT, free_port, require, unavailable
 
 IDENTITY = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-identity/files/pyvorin-identity"
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -35,17 +35,11 @@ PREFILLED = 600
 DEVICE = "rpi-telemetry01"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Broker:
     work: Path
     keys: Path
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     def configure(self) -> None:

@@ -12,10 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet.goosebit import VENV, Admin, ServerError, free_port
+from fleet.goosebit import VENV, Admin, ServerError
 from pyvorin.fleetserve import listening
 
-from helpers import ROOT
+from helpers import ROOT, free_port
 
 NGINX = "/usr/sbin/nginx"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from qemu import guest, system, vm
 from qemu.device import Device, Firmware
 from qemu.disk import Layout, make_ext4
 from qemu.errors import HarnessError
+
+from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The administrator the layer gate configures (PYVORIN_ADMIN_USER in scripts/layer-gate.sh).
@@ -126,12 +127,6 @@ def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str
     out = cache.entry("device-slots", inputs, build)
     return Slots(out / f"rootfs-{old}.ext4", out / f"rootfs-{new}.ext4", old, new,
                  seconds[0] if seconds else None, out / "rootfs-broken.ext4")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True)
