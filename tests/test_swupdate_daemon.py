@@ -41,16 +41,19 @@ def _host_root_source() -> str:
     return out.stdout.strip()
 
 
-def device_usr(layer: Path, ca_cert: Path, version: str, board: str, aes_key: Path | None = None) -> Path:
-    """The device's /usr: the device's swupdate build and the files its packages install."""
+def device_usr(layer: Path, ca_cert: Path, version: str, board: str, aes_key: Path | None = None,
+               running: str = "a") -> Path:
+    """The device's /usr: the device's swupdate build and the files its packages install, booted from
+    slot ``running`` (the host's root stands for it)."""
     build = device_swupdate.build()
     (layer / "bin").mkdir(parents=True)
     for tool in ("swupdate", "swupdate-client", "swupdate-ipc", "fw_printenv"):
         shutil.copy2(build.tool(tool), layer / "bin" / tool)
     (layer / "bin/fw_setenv").symlink_to("fw_printenv")
-    # The host's root stands for slot A: the update writes slot B.
-    files = device_swupdate.usr_files(ca_cert, version, board, _host_root_source(), "/dev/pyvorin-no-slot-b",
-                                      aes_key)
+    # The host's root stands for the running slot: the update writes the other.
+    root = _host_root_source()
+    slot_a, slot_b = (root, "/dev/pyvorin-no-slot-b") if running == "a" else ("/dev/pyvorin-no-slot-a", root)
+    files = device_swupdate.usr_files(ca_cert, version, board, slot_a, slot_b, aes_key)
     for name, (content, mode) in files.items():
         (layer / name).parent.mkdir(parents=True, exist_ok=True)
         (layer / name).write_bytes(content)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pyvorin_devsim import device_swupdate
 from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
+from test_swupdate_daemon import device_usr
 
 from helpers import ROOT
 
@@ -38,11 +39,6 @@ SLOT_A, SLOT_B = "/run/pyvorin-slot-a", "/run/pyvorin-slot-b"
 NOT_RUNNING = "/dev/pyvorin-not-running"
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def _host_root_source() -> str:
-    found = subprocess.run(["findmnt", "-n", "-o", "SOURCE", "/"], capture_output=True, text=True, check=True)
-    return found.stdout.strip()
 
 
 # The daemon's life in its namespace: start it the device's way, run until told to stop (or a bound).
@@ -98,16 +94,8 @@ class FleetDevice:
 
     def _usr(self, running: str, version: str) -> Path:
         """The read-only root of the slot ``running`` ("a" or "b") holding release ``version``."""
-        layer = self.root / f"usr-{self.boots}"
-        build = device_swupdate.build()
-        (layer / "bin").mkdir(parents=True)
-        for tool in ("swupdate", "swupdate-client", "swupdate-ipc", "fw_printenv"):
-            (layer / "bin" / tool).write_bytes(build.tool(tool).read_bytes())
-            (layer / "bin" / tool).chmod(0o755)
-        (layer / "bin/fw_setenv").symlink_to("fw_printenv")
-        root = _host_root_source()
-        slot_a, slot_b = (root, NOT_RUNNING) if running == "a" else (NOT_RUNNING, root)
-        files = device_swupdate.usr_files(self.ca_cert, version, self.board, slot_a, slot_b)
+        layer = device_usr(self.root / f"usr-{self.boots}", self.ca_cert, version, self.board, running=running)
+        files: dict[str, tuple[bytes, int]] = {}
         fleet = {"${PYVORIN_IDENTITY_DIR}": str(self.identity), "${PYVORIN_FLEET_URL}": self.url,
                  "${PYVORIN_FLEET_TENANT}": "DEFAULT", "${PYVORIN_FLEET_POLL}": "2",
                  "${base_sbindir}": "/usr/sbin", "${PYVORIN_FLEET_CA_PATH}": str(self.fleet_ca),
