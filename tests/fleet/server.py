@@ -38,7 +38,6 @@ class FleetServer:
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     process: subprocess.Popen[str] | None = None
-    admin: Admin | None = None
 
     @property
     def url(self) -> str:
@@ -61,8 +60,7 @@ class FleetServer:
                 raise ServerError(f"pyvorin fleet serve did not come up in {timeout:.0f}s\n{self.log_tail()}")
             time.sleep(0.3)
         password = (self.data / "admin-password").read_text().strip()
-        self.admin = Admin.login(f"http://127.0.0.1:{self.admin_port}", "admin", password)
-        return self.admin
+        return Admin.login(f"http://127.0.0.1:{self.admin_port}", "admin", password)
 
     def reload(self) -> None:
         """What an operator does after `pyvorin fleet revoke`: nginx reads the CRL anew."""
