@@ -266,6 +266,14 @@ class Keys:
     aes_key: Path | None
     fleet_ca: Path
 
+    def staged(self) -> dict[str, Path]:
+        """The names scripts/layer-gate-install.py sets PYVORIN_SWUPDATE_CA_CERT,
+        PYVORIN_SWUPDATE_AES_KEY and PYVORIN_FLEET_CA_CERT to, in ${WORKDIR}."""
+        named = {"pyvorin-ca.crt": self.ca_cert, "pyvorin-fleet-ca.crt": self.fleet_ca}
+        if self.aes_key is not None:
+            named["pyvorin-aes.key"] = self.aes_key
+        return named
+
 
 def _bsdiff_build(work: Path, sysroot_tree: Path) -> None:
     """bsdiff-4.3 from Debian's orig tarball (the recipe's SRC_URI file), the layer's patch, cross-compiled
@@ -305,11 +313,10 @@ def _stage_recipe(recipe: Recipe, tree: Path, keys: Keys, device: device_swupdat
         # do_install's `oe_runmake install` installs this build; the www part wants the source's web-app.
         device_swupdate.untar(device_swupdate.upstream(device_swupdate.SWUPDATE_TARBALL), stage).rename(stage / "git")
         shutil.copytree(device.root, stage / "device-root", symlinks=True)
-        shutil.copy2(keys.ca_cert, stage / "pyvorin-ca.crt")
-        if keys.aes_key is not None:
-            shutil.copy2(keys.aes_key, stage / "pyvorin-aes.key")
-    if recipe.name == "pyvorin-identity":
-        shutil.copy2(keys.fleet_ca, stage / "pyvorin-fleet-ca.crt")
+    # Every recipe's WORKDIR gets the keys under the names layer-gate-install.py gives their
+    # variables, whichever recipe installs them: no recipe is a special case.
+    for name, source in keys.staged().items():
+        shutil.copy2(source, stage / name)
     if recipe.name == "bsdiff":
         _bsdiff_build(stage, tree)
     return stage
