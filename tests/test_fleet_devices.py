@@ -238,3 +238,23 @@ def test_a_canary_that_rolls_back_is_reported_as_a_failure_and_stops_the_rollout
               explain)
         for device in rest:
             assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)
+
+
+def test_a_release_for_other_hardware_is_refused_before_the_server_gets_it(cli, keys, make_spec, stack: Stack,
+                                                                            tmp_path: Path) -> None:
+    """The server would offer a Pi 5 release to no Pi 4 (goosebit matches the board and revision
+    each device reports, as the device's SWUpdate matches them against /etc/hwrevision): the
+    rollout tool says so before uploading, instead of waiting for canaries that never answer."""
+    with _powered_fleet(cli, keys, stack, tmp_path, "rpi-other", CANARIES) as (canaries, _, explain):
+        spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, machine="raspberrypi5", seed=9)
+        release = tmp_path / "pi5.swu"
+        cli("bundle", spec, "-o", release, *keys.signing_args(), check=True)
+        tool = _rollout(cli, stack, release, canaries)
+        out, err = tool.communicate(timeout=120)
+        assert tool.returncode == 2, out + err + explain()
+        assert err.strip().splitlines()[-1].endswith(
+            f"canary {canaries[0].device_id} is raspberrypi4-64 1.0, the release is for raspberrypi5 1.0: "
+            "nothing uploaded"), err
+        assert not stack.admin.rollouts()
+        for device in canaries:
+            assert device.reboots() == 0 and device.sandbox.untouched(device.sandbox.slot_b)

@@ -4,6 +4,7 @@ and real devices: tests/test_fleet_devices.py.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import http.server
 import socket
 import threading
@@ -53,10 +54,22 @@ def hostile() -> Iterator[tuple[str, type[_Hostile]]]:
     server.server_close()
 
 
-def _run(cli, url: str, tmp_path: Path, *extra: str):
+@pytest.fixture(scope="module")
+def release(cli, keys, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A signed release for raspberrypi4-64 revision 1.0 (the server is never sent it here)."""
+    work = tmp_path_factory.mktemp("release")
+    (work / "rootfs.img").write_bytes(b"\0" * 4096)
+    (work / "release.yml").write_text(
+        'version: "2026.11.1"\nartifacts:\n  rootfs.img:\n    file: rootfs.img\n    type: raw\n'
+        'machines:\n  raspberrypi4-64:\n    hardware-compatibility: ["1.0"]\n    copy1:\n      install:\n'
+        '        rootfs.img: /dev/mmcblk0p3\n    copy2:\n      install:\n        rootfs.img: /dev/mmcblk0p2\n')
+    cli("bundle", work / "release.yml", "-o", work / "r.swu", *keys.signing_args(), check=True)
+    return work / "r.swu"
+
+
+def _run(cli, url: str, tmp_path: Path, release: Path, *extra: str):
     (tmp_path / "pw").write_text("secret\n")
-    (tmp_path / "r.swu").write_bytes(b"070701")
-    return cli("fleet", "rollout", tmp_path / "r.swu", "--server", url, "--user", "admin",
+    return cli("fleet", "rollout", release, "--server", url, "--user", "admin",
                "--password-file", tmp_path / "pw", "--canary", "rpi-1", "--poll", "0.1", "--timeout", "2", *extra)
 
 
@@ -66,29 +79,46 @@ def _run(cli, url: str, tmp_path: Path, *extra: str):
     (200, b'{"devices": "many"}', "no device list"),
     (200, b'[1, 2]', "no device list"),
     (200, b'{"devices": [{"id": "rpi-2"}]}', "does not know: rpi-1"),
+    (200, b'{"devices": [{"id": "rpi-1", "hardware": null}]}', "rpi-1 has not reported its hardware yet"),
+    (200, b'{"devices": [{"id": "rpi-1", "hardware": {"model": "raspberrypi5", "revision": "1.0"}}]}',
+     "canary rpi-1 is raspberrypi5 1.0, the release is for raspberrypi4-64 1.0: nothing uploaded"),
     (200, b"[" * 100_000 + b"]" * 100_000, "not JSON"),
 ])
-def test_a_malformed_server_answer_isone_error_line(cli, hostile, tmp_path: Path, status: int, body: bytes,
-                                                     expected: str) -> None:
+def test_a_malformed_server_answer_isone_error_line(cli, hostile, release: Path, tmp_path: Path, status: int,
+                                                     body: bytes, expected: str) -> None:
     url, handler = hostile
     handler.status, handler.body = status, body
-    line = one_error_line(_run(cli, url, tmp_path))
+    line = one_error_line(_run(cli, url, tmp_path, release))
     assert expected in line, line
 
 
-def test_an_unreachable_server_isone_error_line(cli, tmp_path: Path) -> None:
+def test_an_unreachable_server_isone_error_line(cli, release: Path, tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    line = one_error_line(_run(cli, f"http://127.0.0.1:{port}", tmp_path))
+    line = one_error_line(_run(cli, f"http://127.0.0.1:{port}", tmp_path, release))
     assert "cannot reach" in line or "login at" in line, line
 
 
-def test_bad_arguments_are_refused_before_any_request(cli, tmp_path: Path) -> None:
-    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--canary", "../etc"))
+def test_bad_arguments_are_refused_before_any_request(cli, release: Path, tmp_path: Path) -> None:
+    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, release, "--canary", "../etc"))
     assert "is not a device ID" in line
-    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, "--timeout", "0"))
+    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, release, "--timeout", "0"))
     assert "--timeout" in line
+    (tmp_path / "not.swu").write_bytes(b"070701")
+    line = one_error_line(_run(cli, "http://127.0.0.1:9", tmp_path, tmp_path / "not.swu"))
+    assert "not.swu" in line, line
+
+
+def test_the_hardware_a_release_is_for_is_each_boards_revisions() -> None:
+    description = {"software": {"version": "1", "description": "d",
+                                "raspberrypi4-64": {"hardware-compatibility": ["1.0", "1.1"], "stable": {}},
+                                "raspberrypi5": {"hardware-compatibility": ["1.0"], "stable": {}}}}
+    assert rollout.release_hardware(description) == {("raspberrypi4-64", "1.0"), ("raspberrypi4-64", "1.1"),
+                                                     ("raspberrypi5", "1.0")}
+    for hostile in ({}, {"software": []}, {"software": {"version": "1", "rpi": {"stable": {}}}}):
+        with pytest.raises(rollout.RolloutError):
+            rollout.release_hardware(hostile)
 
 
 class _Server:
@@ -131,3 +161,57 @@ def test_the_release_is_checked_before_the_server_is_asked(cli, tmp_path: Path) 
     result = cli("fleet", "rollout", tmp_path / "missing.swu", "--server", "http://127.0.0.1:9", "--user", "a",
                  "--password-file", tmp_path / "pw", "--canary", "rpi-1")
     assert "release not found" in one_error_line(result)
+
+
+class _Fleet:
+    """goosebit's admin API as ``rollout.run`` uses it, scripted: every canary succeeds at once."""
+
+    def __init__(self, devices: list[dict[str, object]]) -> None:
+        self.devices = devices
+        self.rollouts: list[dict[str, object]] = []
+        self.requests: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, body=None, **_: object):
+        self.requests.append((method, path))
+        if (method, path) == ("GET", "/api/v1/devices"):
+            return {"devices": self.devices}
+        if (method, path) == ("PUT", "/api/v1/software"):
+            return {"id": 3}
+        if (method, path) == ("PATCH", "/api/v1/devices"):
+            for device in self.devices:
+                if device["id"] in body["devices"]:
+                    device["feed"] = body["feed"]
+            return None
+        if (method, path) == ("PUT", "/api/v1/rollouts"):
+            members = [d for d in self.devices if d.get("feed") == body["feed"]]
+            fitting = sum(1 for d in members if d.get("hardware") == {"model": "raspberrypi4-64", "revision": "1.0"})
+            self.rollouts.append({"id": len(self.rollouts) + 1, "feed": body["feed"], "name": body["name"],
+                                  "success_count": fitting, "failure_count": 0})
+            return None
+        if (method, path) == ("GET", "/api/v1/rollouts"):
+            return {"rollouts": self.rollouts}
+        raise AssertionError(f"unexpected {method} {path}")
+
+
+def _device(name: str, model: str, feed: str = "default") -> dict[str, object]:
+    return {"id": name, "feed": feed, "hardware": {"model": model, "revision": "1.0"}}
+
+
+def test_the_fleet_stage_counts_only_the_hardware_the_release_is_for(tmp_path: Path) -> None:
+    """The server offers a release only to the hardware it is for: a Pi 5 in the fleet's feed
+    never reports on a Pi 4 release, and must not hold the stage until its deadline."""
+    server = _Fleet([_device("rpi-1", "raspberrypi4-64"), _device("rpi-2", "raspberrypi4-64"),
+                     _device("rpi-3", "raspberrypi5")])
+    plan = rollout.Plan(tmp_path / "r.swu", ("rpi-1",), frozenset({("raspberrypi4-64", "1.0")}), watch=True,
+                        timeout=5, poll=1)
+    said: list[str] = []
+    verdict = rollout.run(server, plan, say=said.append)  # type: ignore[arg-type]
+    assert verdict == rollout.Verdict(1, 0, finished=True, stopped=False), said
+    assert "fleet: 1 of 2 devices are other hardware (or have not reported theirs): the release is not for them" \
+        in said and said[-1] == "fleet: 1 of 1 succeeded", said
+    # A canary of other hardware is refused before anything is uploaded.
+    server = _Fleet([_device("rpi-3", "raspberrypi5")])
+    with pytest.raises(rollout.RolloutError, match="canary rpi-3 is raspberrypi5 1.0, the release is for "
+                                                   "raspberrypi4-64 1.0: nothing uploaded"):
+        rollout.run(server, dataclasses.replace(plan, canaries=("rpi-3",)))  # type: ignore[arg-type]
+    assert server.requests == [("GET", "/api/v1/devices")]

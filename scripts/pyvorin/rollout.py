@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,10 +141,45 @@ class Verdict:
     stopped: bool
 
 
+Hardware = tuple[str, str]  # (board, revision), as /etc/hwrevision names it
+
+
+def release_hardware(description: Mapping[str, object]) -> frozenset[Hardware]:
+    """The (board, revision) pairs a parsed sw-description is for: each board's
+    ``hardware-compatibility``, as SWUpdate matches them against /etc/hwrevision."""
+    software = description.get("software")
+    if not isinstance(software, Mapping):
+        raise RolloutError("the release's sw-description has no software section")
+    pairs: set[Hardware] = set()
+    for board, node in software.items():
+        revisions = node.get("hardware-compatibility") if isinstance(node, Mapping) else None
+        if isinstance(revisions, list):
+            pairs.update((board, str(revision)) for revision in revisions)
+    if not pairs:
+        raise RolloutError("the release names no hardware (no hardware-compatibility in sw-description)")
+    return frozenset(pairs)
+
+
+def _hardware(device: Mapping[str, Any]) -> Hardware | None:
+    """What the device reported to the server (suricatta's hw_boardname, hw_revision), if it has."""
+    hardware = device.get("hardware")
+    if not isinstance(hardware, Mapping):
+        return None
+    model, revision = hardware.get("model"), hardware.get("revision")
+    return (model, revision) if isinstance(model, str) and isinstance(revision, str) else None
+
+
+def _describe(pairs: frozenset[Hardware]) -> str:
+    return ", ".join(f"{board} {revision}" for board, revision in sorted(pairs))
+
+
 @dataclass(frozen=True)
 class Plan:
     release: Path
     canaries: tuple[str, ...]
+    #: What the release is for (:func:`release_hardware`): canaries must be such devices, and only
+    #: such devices of the fleet count (the server offers the release to no other).
+    hardware: frozenset[Hardware]
     canary_feed: str = "canary"
     feed: str = "default"
     max_failures: int = 0
@@ -211,10 +246,18 @@ def run(server: Server, plan: Plan, say: Callable[[str], None] = print) -> Verdi
         raise RolloutError("a rollout needs at least one canary device")
     if plan.canary_feed == plan.feed:
         raise RolloutError(f"the canary feed and the fleet's feed are both {plan.feed!r}")
-    known = {d.get("id") for d in _devices(server)}
+    known = {d.get("id"): d for d in _devices(server)}
     unknown = [c for c in plan.canaries if c not in known]
     if unknown:
         raise RolloutError(f"canary devices the server does not know: {', '.join(unknown)}")
+    # A canary of other hardware would never be offered the release: its stage would only time out.
+    for name in plan.canaries:
+        hardware = _hardware(known[name])
+        if hardware is None:
+            raise RolloutError(f"canary {name} has not reported its hardware yet: nothing uploaded")
+        if hardware not in plan.hardware:
+            raise RolloutError(f"canary {name} is {hardware[0]} {hardware[1]}, the release is for "
+                               f"{_describe(plan.hardware)}: nothing uploaded")
     uploaded = server.request("PUT", "/api/v1/software", upload=plan.release)
     software_id = uploaded.get("id") if isinstance(uploaded, dict) else None
     if not isinstance(software_id, int):
@@ -236,7 +279,11 @@ def run(server: Server, plan: Plan, say: Callable[[str], None] = print) -> Verdi
     if not plan.watch:
         return verdict
     members = [d for d in _devices(server) if d.get("feed") == plan.feed]
-    fleet = Stage(plan.feed, fleet_id, len(members), plan.max_failures)
+    fitting = [d for d in members if _hardware(d) in plan.hardware]
+    if len(fitting) < len(members):
+        say(f"fleet: {len(members) - len(fitting)} of {len(members)} devices are other hardware (or have not "
+            f"reported theirs): the release is not for them")
+    fleet = Stage(plan.feed, fleet_id, len(fitting), plan.max_failures)
     verdict = await_stage(server, fleet, plan.timeout, plan.poll)
     if verdict.stopped:
         raise StageFailed(f"fleet: {verdict.failures} failed, {verdict.successes} succeeded of {fleet.expected}: "

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .. import fleet, fleetproxy, fleetserve, rollout
+from ..archive import open_bundle
 from ..errors import PyvorinError
 from ..fsutil import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, ensure_private_dir, write_atomic
 from ..signers import read_passphrase
@@ -219,10 +220,12 @@ def run_rollout(args: argparse.Namespace) -> int:
         raise PyvorinError("--max-failures must be 0 or more, --timeout and --poll more than 0")
     if not args.release.is_file():
         raise PyvorinError(f"{args.release}: release not found")
+    with open_bundle(args.release) as bundle:
+        hardware = rollout.release_hardware(bundle.description())
     password = read_passphrase(args.password_file).decode(errors="replace")
     server = rollout.login(args.server, args.user, password)
-    plan = rollout.Plan(args.release, canaries, args.canary_feed, args.feed, args.max_failures, args.timeout,
-                        args.poll, args.watch)
+    plan = rollout.Plan(args.release, canaries, hardware, args.canary_feed, args.feed, args.max_failures,
+                        args.timeout, args.poll, args.watch)
     rollout.run(server, plan, say=lambda line: print(line, flush=True))
     return 0
 
