@@ -74,11 +74,13 @@ say "bitbake -g pyvorin-image: $(wc -l < "$out/pn-buildlist") recipes"
 # (tests/qemu/system.py): each recipe's install code as BitBake expands it for
 # this machine, and the image's rootfs steps. The QEMU board boots the Pi's
 # U-Boot path, so only the Pi is exported, with the QEMU board's disk names
-# (virtio /dev/vda where the Pi has /dev/mmcblk0), as its machine file would set them.
+# (virtio /dev/vda where the Pi has /dev/mmcblk0), as its machine file would set them,
+# and built for a rollout server (the test's, on the host: tests/qemu/booted.py),
+# as a fleet's site configuration would set it.
 if [[ $machineoverrides == *":rpi:"* ]]; then
     board=(--set PYVORIN_SLOT_A_DEVICE=/dev/vda2 --set PYVORIN_SLOT_B_DEVICE=/dev/vda3
            --set OVERLAYFS_ETC_DEVICE=/dev/vda4 --set PYVORIN_BOOT_DEVICE=/dev/vda1
-           --set PYVORIN_FW_MGMT_SUBNETS=10.0.2.2/32)
+           --set PYVORIN_FW_MGMT_SUBNETS=10.0.2.2/32 --set PYVORIN_FLEET_URL=https://fleet.pyvorin.test)
     # Other layers' recipes the stand-in takes from their install code; the
     # layer's own recipes in the image follow them, found by --layer.
     recipes="base-files volatile-binds systemd-conf systemd:sources audit:sources u-boot:postfuncs bsdiff swupdate"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,9 +29,13 @@ from pathlib import Path
 
 import pytest
 
+from fleet import server as fleet_server
+from fleet.goosebit import Admin
+from fleet.server import FleetServer
 from qemu import booted, bundles, images, system
 from qemu.booted import Booted, DeviceKeys, Slots
 from qemu.device import Firmware, firmware_for
+from qemu.errors import HarnessError
 
 import layer_gate
 from helpers import unavailable
@@ -199,24 +204,28 @@ def test_the_go_live_checklist_passes(first_boot: Booted) -> None:
     assert verify.returncode == 0, f"{verify.stdout}{verify.stderr}"
 
 
-def _fleet_ca(device_keys: DeviceKeys, work: Path) -> Path:
-    """The test fleet CA, copied: signing records a ledger, which must not grow in the cache."""
-    keys = work / "fleet-keys"
-    (keys / "fleet").mkdir(parents=True)
-    for name in ("ca.key", "ca.crt"):
-        shutil.copy2(device_keys.directory / "fleet" / name, keys / "fleet" / name)
+@pytest.fixture(scope="module")
+def fleet_keys(device_keys: DeviceKeys, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test fleet CA (and its CRL), copied: signing records a ledger, which must not grow in the cache."""
+    keys = tmp_path_factory.mktemp("fleet-keys")
+    shutil.copytree(device_keys.directory / "fleet", keys / "fleet")
     return keys
 
 
+def _suricatta_args(dev: Booted) -> str:
+    return dev.ssh("ps -o args= -C swupdate").stdout
+
+
 def test_the_device_makes_its_identity_and_takes_only_its_own_certificate(
-        first_boot: Booted, device_keys: DeviceKeys, cli: Cli, tmp_path: Path) -> None:
+        first_boot: Booted, fleet_keys: Path, cli: Cli, tmp_path: Path) -> None:
     listing = first_boot.sudo("stat -c '%a %U %n' /data/identity /data/identity/device.key").split("\n")
     assert listing[:2] == ["755 root /data/identity", "600 root /data/identity/device.key"], listing
     assert first_boot.sudo("cat /data/identity/device-id").strip() == booted.DEVICE_ID
     csr = tmp_path / "device.csr"
     csr.write_text(first_boot.ssh("cat /data/identity/device.csr").stdout)
-    keys = _fleet_ca(device_keys, tmp_path)
-    cli("fleet", "sign", keys, csr, "-o", tmp_path / "device.crt", check=True)
+    # Built for a rollout server, but not enrolled: the daemon takes local updates only.
+    assert "-u " not in _suricatta_args(first_boot)
+    cli("fleet", "sign", fleet_keys, csr, "-o", tmp_path / "device.crt", check=True)
     # A certificate from another fleet CA, for the very same request, is refused.
     other = tmp_path / "other"
     cli("keys", "init", other, "--only", "fleet", check=True)
@@ -227,6 +236,10 @@ def test_the_device_makes_its_identity_and_takes_only_its_own_certificate(
     assert refused.returncode != 0 and "does not verify against the fleet CA" in refused.stderr, refused.stderr
     installed = first_boot.ssh("sudo -n pyvorin-identity install /tmp/device.crt")
     assert installed.returncode == 0, installed.stderr
+    # The first enrolment restarts the daemon, which now polls the server as the device.
+    assert "it polls the rollout server from now on" in installed.stdout, installed.stdout + installed.stderr
+    polling = _suricatta_args(first_boot)
+    assert f"-u https://{booted.FLEET_HOST} -t DEFAULT -i {booted.DEVICE_ID}" in polling, polling
     shown = first_boot.sudo("pyvorin-identity show")
     assert f"device: {booted.DEVICE_ID}" in shown and "certificate: /data/identity/device.crt" in shown, shown
     # The next boot's check accepts what was installed.
@@ -234,20 +247,92 @@ def test_the_device_makes_its_identity_and_takes_only_its_own_certificate(
     assert first_boot.ssh("systemctl is-active pyvorin-identity.service").stdout.strip() == "active"
 
 
-def test_a_full_update_switches_slots_and_keeps_identity_and_journal(first_boot: Booted, full_bundle: Path,
-                                                                      slots: Slots) -> None:
-    """Last of the first-boot checks: it updates and reboots the device. The new slot boots with
-    the same /data: machine-id (through the /etc overlay), the fleet identity and the journal must
-    come along."""
+@pytest.fixture
+def rollout_server(first_boot: Booted, fleet_keys: Path, cli: Cli, tmp_path: Path) -> Iterator[tuple[FleetServer, Admin]]:
+    """``pyvorin fleet serve`` on the host, where the image's PYVORIN_FLEET_URL leads the guest."""
+    reason = fleet_server.missing()
+    if reason:
+        unavailable(reason)
+    cli("fleet", "server-cert", fleet_keys, "--name", booted.FLEET_HOST, "-o", tmp_path / "data/server", check=True)
+    server = FleetServer(fleet_keys, tmp_path / "data", poll_time="00:00:05", port=first_boot.fleet_port)
+    try:
+        yield server, server.start()
+    finally:
+        server.stop()
+
+
+def test_the_rollout_server_updates_the_device_which_keeps_identity_and_journal(
+        first_boot: Booted, rollout_server: tuple[FleetServer, Admin], full_bundle: Path, slots: Slots,
+        cli: Cli) -> None:
+    """Last of the first-boot checks: the enrolled device, polling the rollout server over mutual
+    TLS, is given a full update by ``pyvorin fleet rollout``; suricatta downloads and installs it,
+    reboots the device into slot B, pyvorin-confirm confirms it and suricatta reports success. The
+    new slot boots with the same /data: machine-id (through the /etc overlay), the fleet identity
+    and the journal must come along."""
+    server, admin = rollout_server
     machine_id = first_boot.ssh("cat /etc/machine-id").stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{32}", machine_id), machine_id
     assert first_boot.sudo("readlink -f /var/log/journal").strip() == "/data/log/journal"
     identity = first_boot.sudo("pyvorin-identity show")
-    _update(first_boot, full_bundle, "full", slots)
+    assert "certificate: /data/identity/device.crt" in identity, "enrolled by the identity test"
+
+    def explain() -> str:
+        return (f"--- server: {admin.devices()}\n{server.log_tail()}\n--- device's swupdate:\n"
+                f"{first_boot.ssh('sudo -n journalctl -b -u swupdate --no-pager -n 40 -o cat').stdout}"
+                f"\n{first_boot.explain()}")
+
+    # The site's name for the server; the daemon, enrolled before there was one, starts polling anew
+    # (the layer's poll interval is five minutes until the server gives its own).
+    first_boot.sudo(f"echo '{booted.FLEET_ADDRESS} {booted.FLEET_HOST}' >> /etc/hosts && "
+                    "systemctl restart swupdate.service")
+    _wait_for("the device registered with its board and release", lambda: (
+        admin.devices().get(booted.DEVICE_ID, {}).get("hardware", {}).get("model") == booted.BOARD
+        and admin.devices()[booted.DEVICE_ID].get("sw_version") == slots.old_version), explain, 180)
+    assert first_boot.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda2"
+    started = time.monotonic()
+    tool = subprocess.Popen(
+        [sys.executable, "-m", "pyvorin", "fleet", "rollout", str(full_bundle), "--server", admin.url, "--user", "admin",
+         "--password-file", str(server.data / "admin-password"), "--canary", booted.DEVICE_ID,
+         "--poll", "5", "--timeout", "900"],
+        env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Download, install, then the daemon's own reboot (-p) into slot B.
+        _wait_for("the device rebooted into slot B by itself", lambda: _root(first_boot) == "/dev/vda3", explain, 900)
+        installed = time.monotonic() - started
+        _up(first_boot)
+        out, err = tool.communicate(timeout=300)
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+    assert tool.returncode == 0 and "canaries: 1 of 1 succeeded" in out, out + err + explain()
+    state = admin.devices()[booted.DEVICE_ID]
+    assert (state.get("last_state"), state.get("sw_version")) == ("Finished", slots.new_version), explain()
+    print(f"full update from the rollout server ({full_bundle.stat().st_size} bytes): assigned to rebooted "
+          f"{installed:.0f}s, to confirmed and reported {time.monotonic() - started:.0f}s")
+    _booted_the_new_release(first_boot, slots)
+    _wait_for("suricatta cleared ustate after reporting", lambda: _env(first_boot).get("ustate") == "0", explain, 60)
     assert first_boot.ssh("cat /etc/machine-id").stdout.strip() == machine_id
     assert first_boot.sudo("pyvorin-identity show") == identity
     previous = first_boot.sudo("journalctl -b -1 -q --no-pager -n 1 -o cat")
     assert previous.strip(), first_boot.sudo("journalctl --list-boots --no-pager; ls -lR /data/log")
+
+
+def _root(dev: Booted) -> str:
+    """The running root's device, or "" while the device does not answer (installing, rebooting)."""
+    try:
+        answer = dev.ssh("findmnt -n -o SOURCE /", timeout=20)
+    except HarnessError:
+        return ""
+    return answer.stdout.strip() if answer.returncode == 0 else ""
+
+
+def _wait_for(what: str, check: Callable[[], bool], explain: Callable[[], str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(3)
+    raise AssertionError(f"not done within {timeout:.0f}s: {what}\n{explain()}")
 
 
 def _release(work: Path, artifact: Path, version: str, keys: DeviceKeys, cli: Cli) -> Path:
@@ -306,10 +391,15 @@ def _update(dev: Booted, bundle: Path, kind: str, slots: Slots) -> None:
     rebooted = time.monotonic()
     dev.reboot()
     _up(dev)
-    confirmed = dev.ssh("systemctl is-active pyvorin-confirm.service").stdout.strip()
-    assert confirmed == "active", dev.explain()
     print(f"{kind} update ({bundle.stat().st_size} bytes): copy + install {installed:.0f}s, reboot to confirmed "
           f"{time.monotonic() - rebooted:.0f}s, install + reboot + confirm {time.monotonic() - started:.0f}s")
+    _booted_the_new_release(dev, slots)
+
+
+def _booted_the_new_release(dev: Booted, slots: Slots) -> None:
+    """Slot B runs the new release, confirmed; nothing was denied on the way."""
+    confirmed = dev.ssh("systemctl is-active pyvorin-confirm.service").stdout.strip()
+    assert confirmed == "active", dev.explain()
     assert dev.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda3"
     assert f"IMAGE_VERSION={slots.new_version}" in dev.ssh("cat /usr/lib/os-release").stdout
     env = _env(dev)

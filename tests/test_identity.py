@@ -74,6 +74,61 @@ def test_enrolment_end_to_end_with_the_release_tool(board: dict[str, str], cli, 
     assert f"device: rpi-{SERIAL}" in shown and "certificate: " in shown and "serial=" in shown
 
 
+def _service_manager(tmp_path: Path, board: dict[str, str], restart_exit: int = 0) -> Path:
+    """systemctl as the device's systemd answers it (the host runs none): swupdate is active, a
+    restart exits ``restart_exit``; each call is recorded. The booted device runs the real one."""
+    stub = tmp_path / "bin/systemctl"
+    stub.parent.mkdir()
+    calls = tmp_path / "systemctl-calls"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                    f'case $1 in is-active) exit 0 ;; restart) exit {restart_exit} ;; esac\nexit 1\n')
+    stub.chmod(0o755)
+    board["PATH"] = f"{stub.parent}:{board['PATH']}"
+    fleet_conf = tmp_path / "60-pyvorin-fleet"
+    fleet_conf.write_text("# as the swupdate bbappend installs it with PYVORIN_FLEET_URL\n")
+    board["PYVORIN_FLEET_CONF"] = str(fleet_conf)
+    return calls
+
+
+def test_the_first_enrolment_starts_polling_and_a_renewal_leaves_the_daemon_alone(
+        board: dict[str, str], cli, tmp_path: Path) -> None:
+    calls = _service_manager(tmp_path, board)
+    cli("keys", "init", tmp_path / "keys", "--only", "fleet", check=True)
+    assert _run(board, "ensure").returncode == 0
+    directory = Path(board["PYVORIN_IDENTITY_DIR"])
+    cli("fleet", "sign", tmp_path / "keys", directory / "device.csr", "-o", tmp_path / "device.crt", check=True)
+    first = _run(board, "install", str(tmp_path / "device.crt"))
+    assert first.returncode == 0 and "it polls the rollout server from now on" in first.stdout, first.stderr
+    assert calls.read_text().splitlines() == ["is-active --quiet swupdate.service", "restart swupdate.service"]
+    # A renewed certificate is read at the next connection: an install in progress goes on.
+    cli("fleet", "sign", tmp_path / "keys", directory / "device.csr", "-o", tmp_path / "renewed.crt", "--replace",
+        check=True)
+    calls.unlink()
+    renewed = _run(board, "install", str(tmp_path / "renewed.crt"))
+    assert renewed.returncode == 0, renewed.stderr
+    assert not calls.exists() and "restarted" not in renewed.stdout
+    assert (directory / "device.crt").read_bytes() == (tmp_path / "renewed.crt").read_bytes()
+
+
+@pytest.mark.parametrize("fleet", [True, False], ids=["restart-fails", "no-fleet-url"])
+def test_enrolment_without_a_daemon_to_restart_still_installs(board: dict[str, str], cli, tmp_path: Path,
+                                                              fleet: bool) -> None:
+    calls = _service_manager(tmp_path, board, restart_exit=1)
+    if not fleet:
+        Path(board["PYVORIN_FLEET_CONF"]).unlink()
+    cli("keys", "init", tmp_path / "keys", "--only", "fleet", check=True)
+    assert _run(board, "ensure").returncode == 0
+    directory = Path(board["PYVORIN_IDENTITY_DIR"])
+    cli("fleet", "sign", tmp_path / "keys", directory / "device.csr", "-o", tmp_path / "device.crt", check=True)
+    done = _run(board, "install", str(tmp_path / "device.crt"))
+    assert done.returncode == 0 and (directory / "device.crt").exists(), done.stderr
+    if fleet:
+        assert done.stderr.strip() == ("pyvorin-identity: swupdate did not restart: it polls the rollout server "
+                                       "after the next boot")
+    else:
+        assert not calls.exists() and not done.stderr
+
+
 def test_certificates_for_other_keys_devices_or_cas_are_refused(board: dict[str, str], cli, tmp_path: Path) -> None:
     cli("keys", "init", tmp_path / "keys", "--only", "fleet", check=True)
     cli("keys", "init", tmp_path / "other", "--only", "fleet", check=True)

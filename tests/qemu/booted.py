@@ -36,6 +36,12 @@ BOARD = "raspberrypi4-64"
 BOOTARGS = ("console=ttyAMA0 systemd.show_status=error systemd.journald.forward_to_console=1 "
             "systemd.journald.max_level_console=info")
 HW_REVISION = "1.0"
+#: The rollout server the QEMU board's image is built for (PYVORIN_FLEET_URL in
+#: scripts/layer-gate-checks.sh), and the address the guest finds it at: the
+#: host's loopback, through QEMU (the site's DNS would name it; the test's
+#: /etc/hosts does).
+FLEET_HOST = "fleet.pyvorin.test"
+FLEET_ADDRESS = "10.0.2.100"
 
 
 def _tree_digest(path: Path) -> str:
@@ -145,11 +151,14 @@ class Booted:
         self.admin_key = admin_key
         self.ssh_port = free_port()
         self.agent_port = free_port()
+        #: Where the host's rollout server listens for this device (FLEET_ADDRESS:443 in the guest).
+        self.fleet_port = free_port()
         self.machine: vm.Machine | None = None
 
     def power_on(self) -> vm.Machine:
         self.device.runs += 1
-        network = vm.Network(((self.ssh_port, 22), (self.agent_port, 8080)))
+        network = vm.Network(((self.ssh_port, 22), (self.agent_port, 8080)),
+                             outbound=((FLEET_ADDRESS, 443, self.fleet_port),))
         self.machine = vm.Machine(self.device.parts.uboot.binary, self.device.disk.path,
                                   self.device.work / f"serial-{self.device.runs}.log", network=network, cpus=2,
                                   memory_mib=1536)

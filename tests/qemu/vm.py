@@ -36,12 +36,18 @@ class Network:
     """QEMU user networking: the guest's virtio NIC behind NAT, TCP ports forwarded from 127.0.0.1.
 
     ``forwards`` maps a host port (on 127.0.0.1 only) to a guest port. The guest
-    reaches nothing outside: ``restrict=on`` drops every packet it sends out."""
+    reaches nothing outside (``restrict=on`` drops every packet it sends out)
+    but ``outbound``: (address, port, host port), a TCP address on the guest's
+    network whose connections reach that port on the host's 127.0.0.1, one
+    ``socat`` per connection (QEMU's plain chardev forward takes a single one)."""
 
     forwards: tuple[tuple[int, int], ...]
+    outbound: tuple[tuple[str, int, int], ...] = ()
 
     def argv(self) -> list[str]:
         rules = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in self.forwards)
+        rules += "".join(f",guestfwd=tcp:{address}:{port}-cmd:socat STDIO TCP:127.0.0.1:{host}"
+                         for address, port, host in self.outbound)
         return ["-netdev", f"user,id=net0,restrict=on{rules}", "-device", "virtio-net-device,netdev=net0"]
 
 
