@@ -13,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import aes
+from . import aes, sbom
 from .archive import SIGNATURE, SW_DESCRIPTION, open_bundle
 from .cpio import MAX_SIZE, CpioWriter
 from .errors import BundleError, PyvorinError, SpecError, VerificationError
 from .fsutil import atomic_output
 from .hashing import Digest, byte_sum, digest_chunks, digest_file, file_chunks, sha256_file
 from .signing import SigningOptions, sign_content
-from .spec import COMPRESSION_MAGIC, Artifact, Compression, ImageType, ReleaseSpec, Script
+from .spec import COMPRESSION_MAGIC, Artifact, Compression, ImageType, ReleaseSpec, SbomFile, Script
 from .swdesc import PayloadInfo, render_sw_description
 from .verify import check_contents
 
@@ -34,6 +34,7 @@ class Payload:
     digest: Digest
     iv: bytes | None
     identity: tuple[int, int, int]  # (size, mtime_ns, inode) of the source at digest time
+    data: bytes | None = None  # made here, not copied from ``source`` (the release's SBOM document)
 
     @property
     def info(self) -> PayloadInfo:
@@ -45,8 +46,8 @@ def _identity(path: Path) -> tuple[int, int, int]:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _check_source(spec: ReleaseSpec, item: Artifact | Script) -> None:
-    kind = "artifact" if isinstance(item, Artifact) else "script"
+def _check_source(spec: ReleaseSpec, item: Artifact | Script | SbomFile) -> None:
+    kind = "artifact" if isinstance(item, Artifact) else "script" if isinstance(item, Script) else "sbom"
     if not item.source.exists():
         raise SpecError(f"{spec.path}: {kind} {item.name!r}: file {item.source} not found")
     if not item.source.is_file():
@@ -74,6 +75,13 @@ def prepare(spec: ReleaseSpec, aes_key: aes.AesKey | None) -> list[Payload]:
     for item in spec.payloads:
         _check_source(spec, item)
         identity = _identity(item.source)
+        if isinstance(item, SbomFile):
+            try:
+                document = sbom.render(sbom.read(item.source))
+            except PyvorinError as exc:
+                raise SpecError(f"{spec.path}: sbom: {exc}") from exc
+            payloads.append(Payload(item.name, item.source, digest_chunks([document]), None, identity, document))
+            continue
         encrypted = isinstance(item, Artifact) and item.encrypted
         stored_size = aes.encrypted_size(identity[0]) if encrypted else identity[0]
         if stored_size > MAX_SIZE:
@@ -120,6 +128,9 @@ def write_bundle(
         if signature is not None:
             writer.add_bytes(SIGNATURE, signature, byte_sum(signature))
         for payload in payloads:
+            if payload.data is not None:
+                writer.add_bytes(payload.name, payload.data, payload.digest.cpio_sum)
+                continue
             if _identity(payload.source) != payload.identity:
                 raise BundleError(f"{payload.source}: changed while the bundle was being built")
             if payload.iv is not None:

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import bundle, delta, fleet, inspect, keys, sign, swdesc, verify
+from .commands import bundle, delta, fleet, inspect, keys, sbom, sign, swdesc, verify
 from .errors import PyvorinError, UsageParser, VerificationError, describe_os_error, one_line
 
-COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, delta, fleet)
+COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, sbom, delta, fleet)
 
 DESCRIPTION = """\
 Release tooling for Pyvorin Edge devices running SWUpdate.
@@ -28,6 +28,7 @@ A release, end to end:
       --key keys/swupdate/signer.key --cert keys/swupdate/signer.crt
   pyvorin verify release.swu --cert keys/swupdate/ca.crt
   # on the device: swupdate -i release.swu -k ca.crt -e stable,copy1
+  pyvorin sbom diff previous.swu release.swu     # what changed, from the SBOMs
 
 The fleet (device certificates for the rollout server and the broker):
   pyvorin fleet sign keys/ device.csr -o device.crt

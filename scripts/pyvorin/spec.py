@@ -75,6 +75,20 @@ class Script:
 
 
 @dataclass(frozen=True)
+class SbomFile:
+    """The image's SBOM (``source``), shipped as one SPDX document under ``name``, never installed."""
+
+    name: str
+    source: Path
+
+
+#: What an SBOM may be (create-spdx deploys <image>.spdx.tar.zst), and the member it becomes: one
+#: self-contained SPDX document (pyvorin.sbom).
+SBOM_SUFFIXES = (".spdx.json", ".spdx.tar", ".spdx.tar.zst")
+SBOM_MEMBER = "sbom.spdx.json"
+
+
+@dataclass(frozen=True)
 class Target:
     """Where one copy installs one artifact."""
 
@@ -110,6 +124,7 @@ class ReleaseSpec:
     artifacts: tuple[Artifact, ...]
     scripts: tuple[Script, ...]
     machines: tuple[Machine, ...]
+    sbom: SbomFile | None = None
 
     def artifact(self, name: str) -> Artifact:
         for artifact in self.artifacts:
@@ -118,9 +133,9 @@ class ReleaseSpec:
         raise KeyError(name)
 
     @property
-    def payloads(self) -> tuple[Artifact | Script, ...]:
-        """Everything shipped after sw-description, in bundle order."""
-        return (*self.artifacts, *self.scripts)
+    def payloads(self) -> tuple[Artifact | Script | SbomFile, ...]:
+        """Everything shipped after sw-description, in bundle order (the SBOM last)."""
+        return (*self.artifacts, *self.scripts, *((self.sbom,) if self.sbom else ()))
 
 
 class _Ctx:
@@ -319,7 +334,7 @@ def load_spec(path: Path) -> ReleaseSpec:
     path = Path(path)
     ctx = _Ctx(path)
     root = load_yaml(path, "release spec")
-    ctx.keys(root, {"version", "description", "software-set", "artifacts", "scripts", "machines"},
+    ctx.keys(root, {"version", "description", "software-set", "artifacts", "scripts", "machines", "sbom"},
              {"version", "artifacts", "machines"}, "the release spec")
     base = path.resolve().parent
     version = ctx.string(root, "version", "version", allow_int=True)
@@ -336,7 +351,14 @@ def load_spec(path: Path) -> ReleaseSpec:
     if not isinstance(scripts_node, list):
         raise ctx.fail(root, "scripts", "scripts must be a list")
     scripts = tuple(_script(ctx, i, s, root, base) for i, s in enumerate(scripts_node))
-    names = [a for a in artifacts] + [s.name for s in scripts]
+    sbom = None
+    if "sbom" in root:
+        source = base / ctx.string(root, "sbom", "sbom")
+        if not source.name.endswith(SBOM_SUFFIXES):
+            raise ctx.fail(root, "sbom", f"sbom {source.name!r} must be an SPDX document (.spdx.json) or "
+                                         "create-spdx's archive (.spdx.tar.zst)")
+        sbom = SbomFile(SBOM_MEMBER, source)
+    names = [a for a in artifacts] + [s.name for s in scripts] + ([sbom.name] if sbom else [])
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         raise ctx.fail(root, "scripts", f"bundle member name used twice: {sorted(duplicates)[0]!r}")
@@ -352,4 +374,5 @@ def load_spec(path: Path) -> ReleaseSpec:
         artifacts=tuple(artifacts.values()),
         scripts=scripts,
         machines=machines,
+        sbom=sbom,
     )

@@ -9,6 +9,7 @@ Layout (SWUpdate looks up ``software.<board>.<set>.<mode>`` first)::
             stable = { copy1 = { images: (...); scripts: (...); bootenv: (...); };
                        copy2 = { ... }; };
         };
+        sbom = { filename = "sbom.spdx.tar.zst"; sha256 = "..."; };   # if the spec has one
     };
 
 ``copy1`` is what a device running from slot A selects (``-e stable,copy1``);
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .libconfig import Array, Group, List, render
+from .sbom import SWDESC_KEY
 from .spec import Artifact, Compression, Copy, Machine, ReleaseSpec, Script
 
 
@@ -92,4 +94,7 @@ def render_sw_description(spec: ReleaseSpec, infos: Mapping[str, PayloadInfo]) -
     if spec.description:
         settings.append(("description", spec.description))
     settings.extend((m.name, _machine(spec, m, infos)) for m in spec.machines)
+    if spec.sbom:
+        # Signed with the rest, installed by nothing: no image names it.
+        settings.append((SWDESC_KEY, Group([("filename", spec.sbom.name), ("sha256", infos[spec.sbom.name].sha256)])))
     return render("software", Group(settings)).encode("utf-8")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import sbom
 from ..archive import open_bundle
 
 HELP = "print a bundle's members and parsed sw-description"
@@ -13,7 +14,7 @@ DESCRIPTION = """\
 List a bundle's members and print its sw-description, parsed, without
 verifying anything (use 'pyvorin verify' for that).
 
-  pyvorin inspect release.swu           # members + description as text
+  pyvorin inspect release.swu           # members + description as text (+ SBOM summary)
   pyvorin inspect release.swu --json    # machine-readable
 """
 
@@ -31,11 +32,19 @@ def run(args: argparse.Namespace) -> int:
         members = [{"name": m.name, "size": m.size, "checksum": f"{m.checksum:08x}"} for m in bundle.members]
         description = bundle.description()
         raw = bundle.sw_description.decode("utf-8", "replace")
+        found = sbom.from_bundle(bundle)
+    summary = None
+    if found is not None:
+        summary = {"image": found.image.name, "version": found.image.version, "packages": len(found.packages),
+                   "spdx_version": found.spdx_version, "created": found.created}
     if args.json:
-        print(json.dumps({"members": members, "sw-description": description}, indent=2))
+        print(json.dumps({"members": members, "sw-description": description, "sbom": summary}, indent=2))
         return 0
     for member in members:
         print(f"{member['name']:<32} {member['size']:>12}  crc {member['checksum']}")
     print()
     print(raw, end="")
+    if found is not None:
+        print(f"\nsbom: {found.image.name} {found.image.version}, {len(found.packages)} packages "
+              f"({found.spdx_version}, created {found.created or 'unknown'}); 'pyvorin sbom show' lists them")
     return 0
