@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 
 OLD, NEW = "2026.11.3000000", "2026.11.3000001"
 WATCH = 20.0
+#: Longer than curl's low-speed window, which SWUpdate's hawkBit client leaves at 300 s.
+STALL = 420.0
 
 
 class _Ddi(http.server.BaseHTTPRequestHandler):
@@ -54,8 +56,12 @@ class _Ddi(http.server.BaseHTTPRequestHandler):
         self.log.append(f"GET {self.path}")
         base = f"https://127.0.0.1:{self.server.server_address[1]}{self.path.split('/deploymentBase')[0]}"
         if self.path.endswith("/download"):
-            # Half the bundle, then the connection closes: every try, ranges or not.
+            # Half the bundle, then the connection closes (or, stalling, stays open and silent):
+            # every try, ranges or not.
             self._send(200, self.bundle[: len(self.bundle) // 2], length=len(self.bundle))
+            if self.mode == "stall":
+                self.wfile.flush()
+                time.sleep(STALL)
             self.close_connection = True
         elif "/deploymentBase/" in self.path:
             self._send(200, json.dumps({"id": "7", "deployment": {"download": "forced", "update": "forced", "chunks": [
@@ -180,6 +186,34 @@ def test_a_download_cut_short_every_time_is_retried_then_reported_and_changes_no
         assert 2 <= len(downloads) <= 12, handler.log
         _alive_and_unchanged(device)
         assert device.env().get("ustate") in (None, "", "0", "3"), device.env()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_a_download_that_stalls_mid_transfer_is_given_up_after_the_low_speed_window(
+        cli, keys, make_spec, device: FleetDevice, tmp_path: Path) -> None:
+    """Half the release, then nothing on an open connection: curl's low-speed limit (SWUpdate's
+    hawkBit client does not expose it: 300 s) ends the try; the daemon lives, nothing changed.
+    Over five minutes, so marked slow (pytest -m slow)."""
+    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=11)
+    release = tmp_path / "release.swu"
+    cli("bundle", spec, "-o", release, *keys.signing_args(), check=True)
+    handler = type("Stalling", (_Ddi,), {"mode": "stall", "bundle": release.read_bytes(), "log": []})
+    server = _tls_server(keys.directory, tmp_path / "srv", handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        device.url = f"https://127.0.0.1:{server.server_address[1]}"
+        device.boot("a", OLD)
+        started = time.monotonic()
+        while time.monotonic() - started < 380 and "too slow" not in device.log().lower():
+            time.sleep(5)
+        log = device.log()
+        assert "too slow" in log.lower(), f"{handler.log}\n{log[-4000:]}"
+        print(f"stalled download given up after {time.monotonic() - started:.0f}s")
+        _alive_and_unchanged(device)
+        assert len([line for line in handler.log if line.endswith("/download")]) <= 2, handler.log
     finally:
         server.shutdown()
         server.server_close()
