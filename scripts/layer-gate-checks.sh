@@ -38,6 +38,14 @@ done
 [[ " $fstypes " == *" ext4.gz "* ]] || { echo "IMAGE_FSTYPES lacks ext4.gz (the bundle's root file system): $fstypes"; exit 1; }
 say "bitbake -e pyvorin-image: IMAGE_FSTYPES=[$fstypes]"
 
+# The image's SBOM: oe-core's create-spdx (on by default since 4.2; a distro
+# or local.conf can drop it from INHERIT_DISTRO) combines the image's SPDX
+# documents into <image>.spdx.tar.zst, which a release spec's 'sbom' takes.
+[[ " $(value INHERIT) " == *" create-spdx "* ]] || { echo "INHERIT lacks create-spdx: no SBOM for the bundle"; exit 1; }
+[[ " $(value ROOTFS_POSTUNINSTALL_COMMAND) " == *"image_combine_spdx"* ]] \
+    || { echo "ROOTFS_POSTUNINSTALL_COMMAND lacks image_combine_spdx: no <image>.spdx.tar.zst"; exit 1; }
+say "bitbake -e pyvorin-image: create-spdx deploys $(value IMAGE_LINK_NAME).spdx.tar.zst"
+
 # Raspberry Pi A/B: the kernel travels in the root slot, not on the FAT.
 machineoverrides=":$(value MACHINEOVERRIDES):"
 if [[ $machineoverrides == *":rpi:"* ]]; then
