@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,17 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], bool], explain: Callable[[], str], timeout: float,
+               interval: float = 1.0) -> None:
+    """Polls ``check`` until it holds; else fails saying ``what`` was not done, and ``explain()``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"not done within {timeout:.0f}s: {what}\n{explain()}")
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:

@@ -38,7 +38,7 @@ from qemu.device import Firmware, firmware_for
 from qemu.errors import HarnessError
 
 import layer_gate
-from helpers import unavailable
+from helpers import unavailable, wait_until
 
 OLD = "2026.11.100"
 NEW = "2026.11.101"
@@ -285,9 +285,9 @@ def test_the_rollout_server_updates_the_device_which_keeps_identity_and_journal(
     # (the layer's poll interval is five minutes until the server gives its own).
     first_boot.sudo(f"echo '{booted.FLEET_ADDRESS} {booted.FLEET_HOST}' >> /etc/hosts && "
                     "systemctl restart swupdate.service")
-    _wait_for("the device registered with its board and release", lambda: (
+    wait_until("the device registered with its board and release", lambda: (
         admin.devices().get(booted.DEVICE_ID, {}).get("hardware", {}).get("model") == booted.BOARD
-        and admin.devices()[booted.DEVICE_ID].get("sw_version") == slots.old_version), explain, 180)
+        and admin.devices()[booted.DEVICE_ID].get("sw_version") == slots.old_version), explain, 180, interval=3)
     assert first_boot.ssh("findmnt -n -o SOURCE /").stdout.strip() == "/dev/vda2"
     started = time.monotonic()
     tool = subprocess.Popen(
@@ -297,7 +297,8 @@ def test_the_rollout_server_updates_the_device_which_keeps_identity_and_journal(
         env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Download, install, then the daemon's own reboot (-p) into slot B.
-        _wait_for("the device rebooted into slot B by itself", lambda: _root(first_boot) == "/dev/vda3", explain, 900)
+        wait_until("the device rebooted into slot B by itself", lambda: _root(first_boot) == "/dev/vda3", explain,
+                   900, interval=3)
         installed = time.monotonic() - started
         _up(first_boot)
         out, err = tool.communicate(timeout=300)
@@ -310,7 +311,8 @@ def test_the_rollout_server_updates_the_device_which_keeps_identity_and_journal(
     print(f"full update from the rollout server ({full_bundle.stat().st_size} bytes): assigned to rebooted "
           f"{installed:.0f}s, to confirmed and reported {time.monotonic() - started:.0f}s")
     _booted_the_new_release(first_boot, slots)
-    _wait_for("suricatta cleared ustate after reporting", lambda: _env(first_boot).get("ustate") == "0", explain, 60)
+    wait_until("suricatta cleared ustate after reporting", lambda: _env(first_boot).get("ustate") == "0", explain,
+               60, interval=3)
     assert first_boot.ssh("cat /etc/machine-id").stdout.strip() == machine_id
     assert first_boot.sudo("pyvorin-identity show") == identity
     previous = first_boot.sudo("journalctl -b -1 -q --no-pager -n 1 -o cat")
@@ -326,13 +328,6 @@ def _root(dev: Booted) -> str:
     return answer.stdout.strip() if answer.returncode == 0 else ""
 
 
-def _wait_for(what: str, check: Callable[[], bool], explain: Callable[[], str], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(3)
-    raise AssertionError(f"not done within {timeout:.0f}s: {what}\n{explain()}")
 
 
 def _release(work: Path, artifact: Path, version: str, keys: DeviceKeys, cli: Cli) -> Path:

@@ -33,7 +33,7 @@ from fleet.goosebit import Admin
 from fleet.server import FleetServer
 from pyvorin_devsim.swupdate_sandbox import swupdate_available
 
-from helpers import require, unavailable
+from helpers import require, unavailable, wait_until
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 
@@ -83,12 +83,7 @@ def stack(cli, keys, tmp_path: Path) -> Iterator[Stack]:
 
 
 def _wait(what: str, check: Callable[[], bool], explain: Callable[[], str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(1)
-    raise AssertionError(f"{what} within {timeout:.0f}s\n{explain()}")
+    wait_until(what, check, explain, timeout)
 
 
 def _explain(stack: Stack, devices: list[FleetDevice]) -> Callable[[], str]:

@@ -10,6 +10,7 @@ changes nothing on the device."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import socket
@@ -164,17 +165,28 @@ def test_garbage_from_the_server_is_logged_and_survived(cli, keys, device: Fleet
         server.server_close()
 
 
-def test_a_download_cut_short_every_time_is_retried_then_reported_and_changes_nothing(
-        cli, keys, make_spec, device: FleetDevice, tmp_path: Path) -> None:
-    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=9)
+@contextlib.contextmanager
+def _deploying(cli, keys, make_spec, device: FleetDevice, tmp_path: Path, mode: str, seed: int
+               ) -> Iterator[type[_Ddi]]:
+    """A hostile server offering a real release in ``mode``, the device booted against it; its handler."""
+    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=seed)
     release = tmp_path / "release.swu"
     cli("bundle", spec, "-o", release, *keys.signing_args(), check=True)
-    handler = type("Truncating", (_Ddi,), {"mode": "deploy", "bundle": release.read_bytes(), "log": []})
+    handler = type(mode.title(), (_Ddi,), {"mode": mode, "bundle": release.read_bytes(), "log": []})
     server = _tls_server(keys.directory, tmp_path / "srv", handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         device.url = f"https://127.0.0.1:{server.server_address[1]}"
         device.boot("a", OLD)
+        yield handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_download_cut_short_every_time_is_retried_then_reported_and_changes_nothing(
+        cli, keys, make_spec, device: FleetDevice, tmp_path: Path) -> None:
+    with _deploying(cli, keys, make_spec, device, tmp_path, "deploy", seed=9) as handler:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not any("failure" in line for line in handler.log
                                                        if line.startswith("POST")):
@@ -186,9 +198,6 @@ def test_a_download_cut_short_every_time_is_retried_then_reported_and_changes_no
         assert 2 <= len(downloads) <= 12, handler.log
         _alive_and_unchanged(device)
         assert device.env().get("ustate") in (None, "", "0", "3"), device.env()
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.slow
@@ -197,15 +206,7 @@ def test_a_download_that_stalls_mid_transfer_is_given_up_after_the_low_speed_win
     """Half the release, then nothing on an open connection: curl's low-speed limit (SWUpdate's
     hawkBit client does not expose it: 300 s) ends the try; the daemon lives, nothing changed.
     Over five minutes, so marked slow (pytest -m slow)."""
-    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=11)
-    release = tmp_path / "release.swu"
-    cli("bundle", spec, "-o", release, *keys.signing_args(), check=True)
-    handler = type("Stalling", (_Ddi,), {"mode": "stall", "bundle": release.read_bytes(), "log": []})
-    server = _tls_server(keys.directory, tmp_path / "srv", handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        device.url = f"https://127.0.0.1:{server.server_address[1]}"
-        device.boot("a", OLD)
+    with _deploying(cli, keys, make_spec, device, tmp_path, "stall", seed=11) as handler:
         started = time.monotonic()
         while time.monotonic() - started < 380 and "too slow" not in device.log().lower():
             time.sleep(5)
@@ -214,9 +215,6 @@ def test_a_download_that_stalls_mid_transfer_is_given_up_after_the_low_speed_win
         print(f"stalled download given up after {time.monotonic() - started:.0f}s")
         _alive_and_unchanged(device)
         assert len([line for line in handler.log if line.endswith("/download")]) <= 2, handler.log
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_server_that_never_answers_is_given_up_after_the_connection_timeout(device: FleetDevice) -> None:
