@@ -113,6 +113,18 @@ def test_sbom_diff_lists_what_changed_between_two_releases(cli, keys, tmp_path: 
     assert answer["changed"] == [{"name": "openssl", "old": "3.2.1", "new": "3.2.2"}]
 
 
+def test_an_uncompressed_archive_and_a_single_document_read_alike(cli, archive: Path, tmp_path: Path) -> None:
+    plain = spdx.archive(tmp_path / "image.spdx.tar", spdx.documents(IMAGE, "1.0", OLD), compress=False)
+    shown = {source.name: json.loads(cli("sbom", "show", source, "--json", check=True).stdout)
+             for source in (archive, plain)}
+    assert shown[archive.name] == shown[plain.name]
+    # The release document read back as one .spdx.json: the same packages.
+    single = tmp_path / "release.spdx.json"
+    single.write_text(json.dumps(shown[plain.name]))
+    again = json.loads(cli("sbom", "show", single, "--json", check=True).stdout)
+    assert [p["name"] for p in again["packages"]] == [p["name"] for p in shown[plain.name]["packages"]]
+
+
 def test_a_tampered_sbom_is_refused_by_verify_and_by_sbom(cli, keys, archive: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "release.swu"
     cli("bundle", _spec(tmp_path, archive.name), "-o", bundle, *keys.signing_args(), check=True)

@@ -70,21 +70,25 @@ class _Bounded:
 
 
 class _ChunkReader:
-    """``read()`` over an iterable of byte chunks."""
+    """``read()`` over an iterable of byte chunks, copying each byte once (tarfile reads 10 KiB at a time)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self.chunks, self.buffer = iter(chunks), b""
+        self.chunks, self.current, self.at = iter(chunks), b"", 0
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self.buffer) < size:
-            chunk = next(self.chunks, None)
-            if chunk is None:
-                break
-            self.buffer += chunk
-        if size < 0:
-            size = len(self.buffer)
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
+        pieces = []
+        while size != 0:
+            if self.at >= len(self.current):
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    break
+                self.current, self.at = chunk, 0
+                continue
+            end = len(self.current) if size < 0 else min(len(self.current), self.at + size)
+            pieces.append(self.current[self.at:end])
+            size = size - (end - self.at) if size > 0 else size
+            self.at = end
+        return b"".join(pieces)
 
 
 class _Unreadable(SbomError):
