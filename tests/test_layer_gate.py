@@ -47,7 +47,7 @@ def test_gate_parses_checks_and_dry_runs_both_images(prerequisites: None, machin
     for check in ("bitbake -p: parsed", "DISTRO_FEATURES ok", "IMAGE_FSTYPES=",
                   "SRC_URI carries the pyvorin hardening fragments",
                   "bitbake -n pyvorin-image pyvorin-update-image: ok", "bitbake -g pyvorin-image:",
-                  f"create-spdx deploys pyvorin-image-{machine}.spdx.tar.zst"):
+                  f"create-spdx deploys pyvorin-image-{machine}.rootfs.spdx.tar.zst"):
         assert any(check in line for line in run.lines), f"{machine}: no '{check}' in the gate's summary:\n" + \
             "\n".join(run.lines)
     if machine.startswith("raspberrypi"):
