@@ -13,6 +13,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pyvorin import sbom
 from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
@@ -209,3 +211,56 @@ def test_the_device_installs_a_bundle_carrying_an_sbom(cli, keys, archive: Path,
     assert sandbox.slot_bytes(sandbox.slot_b)[: len(image)] == image
     assert sandbox.printenv()["rootpart"] == "3"
     assert sbom.MEMBER in result.output, "swupdate's log names the member it skipped"
+
+
+@pytest.fixture(scope="module")
+def genuine() -> dict[str, bytes]:
+    """A create-spdx archive and the release document made of it: what mutations start from."""
+    require("zstd")
+    docs = spdx.documents(IMAGE, "1.0", OLD)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as out:
+        for name, data in docs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    return {"tar": tar.getvalue(), "document": sbom.render(sbom.read_chunks([tar.getvalue()]))}
+
+
+@settings(max_examples=int(150 * float(os.environ.get("PYVORIN_FUZZ_EXAMPLES", "1"))), deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_mutated_sboms_are_read_or_refused_never_crash(genuine: dict[str, bytes], data: st.DataObject) -> None:
+    """Bytes flipped, cut or inserted anywhere in a genuine archive or release document: the
+    reader returns an SBOM or raises SbomError, nothing else, and never more than its bounds."""
+    blob = bytearray(genuine[data.draw(st.sampled_from(sorted(genuine)), label="start")])
+    for _ in range(data.draw(st.integers(1, 4), label="edits")):
+        at = data.draw(st.integers(0, len(blob) - 1), label="at")
+        kind = data.draw(st.sampled_from(["flip", "cut", "insert", "truncate"]), label="kind")
+        if kind == "flip":
+            blob[at] ^= data.draw(st.integers(1, 255), label="bits")
+        elif kind == "cut":
+            del blob[at:at + data.draw(st.integers(1, 64), label="length")]
+        elif kind == "insert":
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=64), label="bytes")
+        else:
+            del blob[at:]
+        if not blob:
+            blob = bytearray(b"{")
+    try:
+        found = sbom.read_chunks([bytes(blob[i:i + 4096]) for i in range(0, len(blob), 4096)])
+    except sbom.SbomError:
+        return
+    assert isinstance(found.spdx, dict) and all(isinstance(p.name, str) for p in found.packages)
+
+
+def test_inspect_reports_an_unreadable_sbom_without_failing(cli, keys, archive: Path, tmp_path: Path) -> None:
+    """inspect verifies nothing: a bundle whose SBOM does not match still lists its members."""
+    bundle = tmp_path / "release.swu"
+    cli("bundle", _spec(tmp_path, archive.name), "-o", bundle, *keys.signing_args(), check=True)
+    data = bytearray(bundle.read_bytes())
+    data[data.index(b'"openssl"') + 2] = ord("O")
+    bundle.write_bytes(bytes(data))
+    shown = cli("inspect", bundle, "--json", check=True)
+    assert "does not match its sha256" in json.loads(shown.stdout)["sbom"]["error"]
+    assert "sbom: unreadable:" in cli("inspect", bundle, check=True).stdout

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import sbom
 from ..archive import open_bundle
+from ..errors import PyvorinError, one_line
 
 HELP = "print a bundle's members and parsed sw-description"
 DESCRIPTION = """\
@@ -32,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
         members = [{"name": m.name, "size": m.size, "checksum": f"{m.checksum:08x}"} for m in bundle.members]
         description = bundle.description()
         raw = bundle.sw_description.decode("utf-8", "replace")
-        found = sbom.from_bundle(bundle)
-    summary = None
+        # Nothing here verifies: an SBOM that does not read is reported, not fatal.
+        try:
+            found, problem = sbom.from_bundle(bundle), ""
+        except PyvorinError as exc:
+            found, problem = None, one_line(exc)
+    summary: dict[str, object] | None = {"error": problem} if problem else None
     if found is not None:
         summary = {"image": found.image.name, "version": found.image.version, "packages": len(found.packages),
                    "spdx_version": found.spdx_version, "created": found.created}
@@ -47,4 +52,6 @@ def run(args: argparse.Namespace) -> int:
     if found is not None:
         print(f"\nsbom: {found.image.name} {found.image.version}, {len(found.packages)} packages "
               f"({found.spdx_version}, created {found.created or 'unknown'}); 'pyvorin sbom show' lists them")
+    elif problem:
+        print(f"\nsbom: unreadable: {problem}")
     return 0
