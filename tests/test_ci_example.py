@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import create_spdx
 from helpers import ROOT, require, unavailable, which, write_image
 
 WORKFLOW = ROOT / "examples/ci/release.yml"
@@ -135,6 +136,9 @@ def test_the_workflows_steps_bundle_sign_and_verify(cli, keys, tmp_path: Path, m
     shutil.move(tmp_path / "rootfs.ext4.gz", release / "rootfs.ext4.gz")
     if machine.startswith("jetson"):
         shutil.copy(SLOT_SCRIPT, release)
+    require("zstd")
+    create_spdx.archive(release / "image.spdx.tar.zst",
+                        create_spdx.documents(f"pyvorin-image-{machine}.rootfs", "1.0.4242", {"busybox": "1.36.1"}))
     version = "1.0.4242"
     text = re.sub(r"^version: .*$", f"version: {version}", SPECS[machine].read_text(), flags=re.M)
     (release / "release.yaml").write_text(text)
@@ -144,6 +148,9 @@ def test_the_workflows_steps_bundle_sign_and_verify(cli, keys, tmp_path: Path, m
     cli("sign", unsigned, "-o", signed, *keys.signing_args(), check=True)
     result = cli("verify", signed, "--cert", keys.ca, check=True)
     assert version in result.stdout
+    document = json.loads(cli("sbom", "show", unsigned, "--json", check=True).stdout)
+    assert [p["name"] for p in document["packages"]] == ["pyvorin-image", "busybox"]
+    assert cli("sbom", "show", signed, check=True).stdout == cli("sbom", "show", unsigned, check=True).stdout
 
 
 @pytest.mark.swupdate
@@ -158,6 +165,9 @@ def test_the_devices_swupdate_accepts_the_signed_pi_bundle(cli, keys, tmp_path: 
     text = SPECS["raspberrypi4-64"].read_text().replace("/dev/mmcblk0p3", str(sandbox.slot_b)) \
         .replace("/dev/mmcblk0p2", str(sandbox.slot_a))
     (tmp_path / "release.yaml").write_text(text)
+    require("zstd")
+    create_spdx.archive(tmp_path / "image.spdx.tar.zst",
+                        create_spdx.documents("pyvorin-image-raspberrypi4-64.rootfs", "1.0", {"busybox": "1.36.1"}))
     cli("bundle", tmp_path / "release.yaml", "--unsigned", "-o", tmp_path / "u.swu", check=True)
     cli("sign", tmp_path / "u.swu", "-o", tmp_path / "s.swu", *keys.signing_args(), check=True)
     result = sandbox.install(tmp_path / "s.swu", keys.ca, "stable,copy1")
