@@ -100,9 +100,11 @@ def _licenses_of(package: Mapping[str, Any]) -> set[str]:
 def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> dict[str, Any]:
     """The release's SPDX document from every document of an image's SBOM."""
     docs: dict[str, _Doc] = {}
+    first: Mapping[str, Any] | None = None
     for doc in parsed:
         reduced = reduce(doc)
         docs.setdefault(reduced.namespace, reduced)
+        first = doc if first is None else first
     if not docs:
         raise SbomError("the archive holds no SPDX document")
     image_doc = _root(docs)
@@ -144,6 +146,9 @@ def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> dict[str, Any]:
     for license_id in _licenses_of(packages[0]):
         if license_id in image_doc.licenses:
             licenses.setdefault(license_id, image_doc.licenses[license_id])
+    if len(docs) == 1 and image_doc.described and not image_doc.refs and first is not None:
+        # Already one self-contained document (a release's, read back): as it is.
+        return dict(first)
     creation = dict(image_doc.creation)
     creation["creators"] = [*_strings(creation.get("creators")), f"Tool: {tool}"]
     creation["comment"] = ("The image's create-spdx documents in one: each package as its own document "
