@@ -220,14 +220,8 @@ def test_the_device_installs_a_bundle_carrying_an_sbom(cli, keys, archive: Path,
 def genuine() -> dict[str, bytes]:
     """A create-spdx archive and the release document made of it: what mutations start from."""
     require("zstd")
-    docs = spdx.documents(IMAGE, "1.0", OLD)
-    tar = io.BytesIO()
-    with tarfile.open(fileobj=tar, mode="w") as out:
-        for name, data in docs.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            out.addfile(info, io.BytesIO(data))
-    return {"tar": tar.getvalue(), "document": sbom.render(sbom.read_chunks([tar.getvalue()]))}
+    tar = _tar(spdx.documents(IMAGE, "1.0", OLD))
+    return {"tar": tar, "document": sbom.render(sbom.read_chunks([tar]))}
 
 
 @settings(max_examples=int(150 * float(os.environ.get("PYVORIN_FUZZ_EXAMPLES", "1"))), deadline=None, database=None, derandomize=bool(os.environ.get("CI")),
