@@ -249,6 +249,7 @@ def test_mutated_sboms_are_read_or_refused_never_crash(genuine: dict[str, bytes]
     except sbom.SbomError:
         return
     assert isinstance(found.spdx, dict) and all(isinstance(p.name, str) for p in found.packages)
+    assert sbom.render(found)  # what a bundle would carry serialises
 
 
 def test_inspect_reports_an_unreadable_sbom_without_failing(cli, keys, archive: Path, tmp_path: Path) -> None:

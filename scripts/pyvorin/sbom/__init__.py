@@ -66,12 +66,11 @@ def _package(entry: Mapping[str, Any]) -> Package:
 
 def read_chunks(chunks: Iterable[bytes]) -> Sbom:
     """The release document of the SBOM in ``chunks`` (a file's bytes, in order)."""
-    spdx = merge(documents(chunks), f"pyvorin-{__version__}")
-    image, *contained = spdx["packages"]
-    creation = spdx["creationInfo"]
-    return Sbom(spdx["name"], spdx["spdxVersion"], str(creation.get("created", "")),
-                tuple(creation.get("creators", ())), _package(image),
-                tuple(sorted(_package(p) for p in contained)), spdx)
+    merged = merge(documents(chunks), f"pyvorin-{__version__}")
+    creators = merged.creation.get("creators")
+    return Sbom(merged.name, str(merged.document.get("spdxVersion", "")), str(merged.creation.get("created", "")),
+                tuple(c for c in creators if isinstance(c, str)) if isinstance(creators, list) else (),
+                _package(merged.image), tuple(sorted(_package(p) for p in merged.contained)), merged.document)
 
 
 def render(found: Sbom) -> bytes:

@@ -97,7 +97,18 @@ def _licenses_of(package: Mapping[str, Any]) -> set[str]:
     return set(_LICENSE_REF.findall(text))
 
 
-def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Merged:
+    """The release's document, the image package it describes and the packages that contains."""
+
+    document: dict[str, Any]
+    name: str
+    creation: Mapping[str, Any]
+    image: Mapping[str, Any]
+    contained: tuple[Mapping[str, Any], ...]
+
+
+def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> Merged:
     """The release's SPDX document from every document of an image's SBOM."""
     docs: dict[str, _Doc] = {}
     first: Mapping[str, Any] | None = None
@@ -146,16 +157,18 @@ def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> dict[str, Any]:
     for license_id in _licenses_of(packages[0]):
         if license_id in image_doc.licenses:
             licenses.setdefault(license_id, image_doc.licenses[license_id])
+    image, contained = packages[0], tuple(packages[1:])
     if len(docs) == 1 and image_doc.described and not image_doc.refs and first is not None:
         # Already one self-contained document (a release's, read back): as it is.
-        return dict(first)
+        return Merged(dict(first), image_doc.name, image_doc.creation, image, contained)
     creation = dict(image_doc.creation)
     creation["creators"] = [*_strings(creation.get("creators")), f"Tool: {tool}"]
     creation["comment"] = ("The image's create-spdx documents in one: each package as its own document "
                            "describes it, the files they list left out.")
-    return {
+    document = {
         "spdxVersion": image_doc.spdx_version, "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
         "name": image_doc.name, "documentNamespace": f"{image_doc.namespace}/release",
         "creationInfo": creation, "packages": packages, "relationships": relationships,
         "hasExtractedLicensingInfos": [licenses[k] for k in sorted(licenses)],
     }
+    return Merged(document, image_doc.name, creation, image, contained)
