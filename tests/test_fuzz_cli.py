@@ -39,6 +39,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import create_spdx
 from helpers import delta_header, delta_rehashed, delta_with_header, read_members, write_image, write_members
 
 SCALE = float(os.environ.get("PYVORIN_FUZZ_EXAMPLES", "1"))
@@ -139,6 +140,7 @@ SPEC = {
     "description": "fuzz release",
     "artifacts": {"rootfs.img": {"file": "rootfs.img", "type": "raw"}},
     "scripts": [{"file": "post.sh", "type": "postinstall"}],
+    "sbom": "image.spdx.json",
     "machines": {
         "raspberrypi4-64": {
             "hardware-compatibility": ["1.0"],
@@ -169,6 +171,10 @@ def genuine(keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     base = tmp_path_factory.mktemp("genuine")
     write_image(base / "rootfs.img", 48 * 1024)
     (base / "post.sh").write_text("#!/bin/sh\nexit 0\n")
+    # The bundles carry an SBOM: mutations reach its reader through verify, inspect and sign.
+    (base / "image.spdx.json").write_bytes(
+        create_spdx.documents("pyvorin-image-raspberrypi4-64.rootfs", "2026.11.0", {})
+        ["pyvorin-image-raspberrypi4-64.rootfs.spdx.json"])
     (base / "release.yaml").write_text(yaml.safe_dump(SPEC))
     work = Workspace(base, keys.directory)
     signed = run_cli(["bundle", "release.yaml", "-o", "signed.swu", *work.signing], base)
@@ -369,7 +375,8 @@ def test_spec_commands(workspace: Workspace, genuine: dict[str, Any], structural
 
 @budget(160)
 @given(source=st.sampled_from(["signed", "unsigned"]), structural=st.booleans(), member_edit=MEMBER_EDITS,
-       byte_edits=BYTE_EDITS, command=st.sampled_from(["verify", "verify-unsigned", "inspect", "inspect-json", "sign"]))
+       byte_edits=BYTE_EDITS,
+       command=st.sampled_from(["verify", "verify-unsigned", "inspect", "inspect-json", "sign", "sbom"]))
 def test_bundle_readers(workspace: Workspace, genuine: dict[str, Any], source: str, structural: bool,
                         member_edit: Any, byte_edits: Any, command: str) -> None:
     with fresh(workspace) as root:
@@ -384,6 +391,7 @@ def test_bundle_readers(workspace: Workspace, genuine: dict[str, Any], source: s
             "verify-unsigned": (["verify", "bad.swu", "--allow-unsigned"], None),
             "inspect": (["inspect", "bad.swu"], None),
             "inspect-json": (["inspect", "bad.swu", "--json"], None),
+            "sbom": (["sbom", "show", "bad.swu", "--json"], None),
             "sign": (["sign", "bad.swu", "-o", "out.swu", *workspace.signing], "out.swu"),
         }[command]
         outcome = run_cli(argv, root)
