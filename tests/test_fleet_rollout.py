@@ -116,7 +116,13 @@ def test_the_hardware_a_release_is_for_is_each_boards_revisions() -> None:
                                 "raspberrypi5": {"hardware-compatibility": ["1.0"], "stable": {}}}}
     assert rollout.release_hardware(description) == {("raspberrypi4-64", "1.0"), ("raspberrypi4-64", "1.1"),
                                                      ("raspberrypi5", "1.0")}
-    for hostile in ({}, {"software": []}, {"software": {"version": "1", "rpi": {"stable": {}}}}):
+    # As goosebit reads them: top-level revisions are board "default", a set's are its board's,
+    # and a release naming none is for "default default".
+    assert rollout.release_hardware({"software": {"version": "1", "hardware-compatibility": ["2.0"],
+                                                  "rpi": {"stable": {"hardware-compatibility": ["3"]}}}}) \
+        == {("default", "2.0"), ("rpi", "3")}
+    assert rollout.release_hardware({"software": {"version": "1", "rpi": {"stable": {}}}}) == {("default", "default")}
+    for hostile in ({}, {"software": []}):
         with pytest.raises(rollout.RolloutError):
             rollout.release_hardware(hostile)
 

@@ -18,6 +18,10 @@ import pytest
 from fleet import server as fleet_server
 from fleet.goosebit import Admin
 from fleet.server import FleetServer
+from pyvorin import rollout
+from pyvorin.archive import open_bundle
+from pyvorin.cpio import CpioWriter
+from pyvorin.hashing import byte_sum
 from test_fleet_ca import device_request
 
 from helpers import require, unavailable
@@ -134,6 +138,36 @@ def test_an_assigned_release_downloads_through_the_proxy_resumably(cli, fleet: F
     rest = fleet.curl(device, href.removeprefix(fleet.server.url), "-o", str(whole), "-C", "100000")
     assert _code(rest) == "206"
     assert whole.read_bytes() == swu.read_bytes()
+
+
+def _description_only(path: Path, text: str) -> Path:
+    """A bundle of just a sw-description, as other tools may make one (goosebit reads nothing else)."""
+    with open(path, "wb") as handle:
+        writer = CpioWriter(handle, mtime=0)
+        writer.add_bytes("sw-description", text.encode(), byte_sum(text.encode()))
+        writer.finish()
+    return path
+
+
+def test_the_rollout_tool_reads_a_releases_hardware_as_goosebit_does(cli, fleet: Fleet, keys, tmp_path: Path) -> None:
+    """What ``pyvorin fleet rollout`` checks canaries against is what the server offers releases by."""
+    (tmp_path / "rootfs.img").write_bytes(b"\0" * 4096)
+    (tmp_path / "two.yml").write_text(
+        'version: "2026.12.1"\nartifacts:\n  rootfs.img: {file: rootfs.img, type: raw}\nmachines:\n'
+        + "".join(f'  {board}:\n    hardware-compatibility: {revisions}\n'
+                  f'    copy1: {{install: {{rootfs.img: /dev/mmcblk0p3}}}}\n'
+                  f'    copy2: {{install: {{rootfs.img: /dev/mmcblk0p2}}}}\n'
+                  for board, revisions in (("raspberrypi4-64", '["1.0", "1.1"]'), ("raspberrypi5", '["1.0"]'))))
+    releases = [tmp_path / "two.swu",
+                _description_only(tmp_path / "top.swu", 'software = { version = "2026.12.2"; '
+                                  'hardware-compatibility = [ "2.0" ]; };'),
+                _description_only(tmp_path / "none.swu", 'software = { version = "2026.12.3"; };')]
+    cli("bundle", tmp_path / "two.yml", "-o", releases[0], *keys.signing_args(), check=True)
+    for release in releases:
+        software = fleet.admin.upload(release)
+        served = {(hw["model"], hw["revision"]) for hw in fleet.admin.software()[software]["compatibility"]}
+        with open_bundle(release) as bundle:
+            assert rollout.release_hardware(bundle.description()) == served, release.name
 
 
 def test_serve_keeps_its_data_across_a_restart_and_stops_on_sigterm(cli, fleet: Fleet) -> None:

@@ -145,19 +145,26 @@ Hardware = tuple[str, str]  # (board, revision), as /etc/hwrevision names it
 
 
 def release_hardware(description: Mapping[str, object]) -> frozenset[Hardware]:
-    """The (board, revision) pairs a parsed sw-description is for: each board's
-    ``hardware-compatibility``, as SWUpdate matches them against /etc/hwrevision."""
+    """The (board, revision) pairs a parsed sw-description is for, read as goosebit reads them to
+    decide which devices it offers the release to: ``hardware-compatibility`` at the top (board
+    ``default``), per board, and per board's software set; none at all means ``default default``."""
     software = description.get("software")
     if not isinstance(software, Mapping):
         raise RolloutError("the release's sw-description has no software section")
     pairs: set[Hardware] = set()
-    for board, node in software.items():
+
+    def add(board: str, node: object) -> None:
         revisions = node.get("hardware-compatibility") if isinstance(node, Mapping) else None
         if isinstance(revisions, list):
             pairs.update((board, str(revision)) for revision in revisions)
-    if not pairs:
-        raise RolloutError("the release names no hardware (no hardware-compatibility in sw-description)")
-    return frozenset(pairs)
+
+    add("default", software)
+    for board, node in software.items():
+        add(board, node)
+        if isinstance(node, Mapping):
+            for inner in node.values():
+                add(board, inner)
+    return frozenset(pairs or {("default", "default")})
 
 
 def _hardware(device: Mapping[str, Any]) -> Hardware | None:

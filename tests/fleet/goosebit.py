@@ -38,6 +38,10 @@ class Admin:
         """A release: goosebit reads sw-description (version, board, revisions) from the bundle."""
         return int(self.server.request("PUT", "/api/v1/software", upload=bundle)["id"])
 
+    def software(self) -> dict[int, dict[str, Any]]:
+        """Uploaded releases by id, each with the ``compatibility`` goosebit read from it."""
+        return {int(entry["id"]): entry for entry in self.server.request("GET", "/api/v1/software")["software"]}
+
     def devices(self) -> dict[str, dict[str, Any]]:
         return {device["id"]: device for device in self.server.request("GET", "/api/v1/devices")["devices"]}
 

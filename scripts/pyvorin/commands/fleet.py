@@ -32,7 +32,8 @@ Or the pieces, for a server of your own:
   pyvorin fleet proxy-config KEYS --server-dir server/ --listen 0.0.0.0:8443 \
       --upstream 127.0.0.1:60053 --state-dir /var/lib/pyvorin-proxy -o nginx.conf
 
-A release, canaries first (goosebit's admin API, on the operators' network):
+A release, canaries first (goosebit's admin API, on the operators' network);
+canaries must be the hardware the release names (refused before uploading):
   pyvorin fleet rollout release.swu --server http://127.0.0.1:60053 --user admin \
       --password-file pw --canary rpi-10000000c0ffee01,rpi-10000000c0ffee02 --watch
 
