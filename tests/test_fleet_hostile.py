@@ -56,7 +56,9 @@ class _Ddi(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         self.log.append(f"GET {self.path}")
         base = f"https://127.0.0.1:{self.server.server_address[1]}{self.path.split('/deploymentBase')[0]}"
-        if self.path.endswith("/download"):
+        if self.path.endswith("/download") and self.mode == "whole":
+            self._send(200, self.bundle)
+        elif self.path.endswith("/download"):
             # Half the bundle, then the connection closes (or, stalling, stays open and silent):
             # every try, ranges or not.
             self._send(200, self.bundle[: len(self.bundle) // 2], length=len(self.bundle))
@@ -166,10 +168,10 @@ def test_garbage_from_the_server_is_logged_and_survived(cli, keys, device: Fleet
 
 
 @contextlib.contextmanager
-def _deploying(cli, keys, make_spec, device: FleetDevice, tmp_path: Path, mode: str, seed: int
-               ) -> Iterator[type[_Ddi]]:
+def _deploying(cli, keys, make_spec, device: FleetDevice, tmp_path: Path, mode: str, seed: int,
+               machine: str = "raspberrypi4-64") -> Iterator[type[_Ddi]]:
     """A hostile server offering a real release in ``mode``, the device booted against it; its handler."""
-    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=seed)
+    spec = make_spec(slot_a=SLOT_A, slot_b=SLOT_B, version=NEW, image_size=256 * 1024, seed=seed, machine=machine)
     release = tmp_path / "release.swu"
     cli("bundle", spec, "-o", release, *keys.signing_args(), check=True)
     handler = type(mode.title(), (_Ddi,), {"mode": mode, "bundle": release.read_bytes(), "log": []})
@@ -198,6 +200,25 @@ def test_a_download_cut_short_every_time_is_retried_then_reported_and_changes_no
         assert 2 <= len(downloads) <= 12, handler.log
         _alive_and_unchanged(device)
         assert device.env().get("ustate") in (None, "", "0", "3"), device.env()
+
+
+def test_a_release_for_other_hardware_is_refused_and_reported_by_the_device(
+        cli, keys, make_spec, device: FleetDevice, tmp_path: Path) -> None:
+    """A server that offers any release to any device (Eclipse hawkBit checks no hardware):
+    a Pi 5 release reaches a Pi 4, whose SWUpdate refuses it against its hwrevision, writes
+    nothing and reports the failure."""
+    with _deploying(cli, keys, make_spec, device, tmp_path, "whole", seed=13, machine="raspberrypi5") as handler:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any("failure" in line for line in handler.log
+                                                       if line.startswith("POST")):
+            time.sleep(1)
+        failures = [line for line in handler.log if line.startswith("POST") and "failure" in line]
+        assert failures, f"no failure reported:\n{handler.log}\n{device.log()[-4000:]}"
+        # The reason travels in the feedback's details, which the server shows.
+        feedback = [line for line in device.log().splitlines() if "/feedback:" in line and '"failure"' in line]
+        assert feedback and "HW compatibility not found" in feedback[-1], device.log()[-3000:]
+        _alive_and_unchanged(device)
+        assert device.sandbox.untouched(device.sandbox.slot_b)
 
 
 @pytest.mark.slow
