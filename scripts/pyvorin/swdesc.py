@@ -9,7 +9,7 @@ Layout (SWUpdate looks up ``software.<board>.<set>.<mode>`` first)::
             stable = { copy1 = { images: (...); scripts: (...); bootenv: (...); };
                        copy2 = { ... }; };
         };
-        sbom = { filename = "sbom.spdx.tar.zst"; sha256 = "..."; };   # if the spec has one
+        sbom = { filename = "sbom.spdx.json"; sha256 = "..."; };   # if the spec has one
     };
 
 ``copy1`` is what a device running from slot A selects (``-e stable,copy1``);

@@ -20,8 +20,9 @@ from typing import Any
 
 from .. import __version__
 from ..archive import OpenBundle, image_hashes, open_bundle
-from ..cpio import member_chunks
+from ..cpio import MAGIC_CRC, MAGIC_NEWC, member_chunks
 from ..errors import VerificationError
+from ..hashing import file_chunks
 from ..spec import SBOM_MEMBER
 from .merge import merge
 from .stream import SbomError, documents
@@ -78,16 +79,10 @@ def render(found: Sbom) -> bytes:
     return json.dumps(found.spdx, indent=1, sort_keys=True).encode() + b"\n"
 
 
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            yield chunk
-
-
 def read(path: Path) -> Sbom:
     """The SBOM in the file ``path``: an SPDX JSON document or create-spdx's archive."""
     try:
-        return read_chunks(_file_chunks(path))
+        return read_chunks(file_chunks(path))
     except OSError as exc:
         raise SbomError(f"{path}: {exc.strerror or exc}") from exc
     except SbomError as exc:
@@ -130,8 +125,8 @@ def from_bundle(bundle: OpenBundle) -> Sbom | None:
 def load(path: Path) -> Sbom:
     """The SBOM of ``path``: a bundle's (.swu) or an SBOM file's."""
     with open(path, "rb") as handle:
-        head = handle.read(6)
-    if head not in (b"070701", b"070702"):
+        head = handle.read(len(MAGIC_CRC))
+    if head not in (MAGIC_CRC, MAGIC_NEWC):
         return read(path)
     with open_bundle(path) as bundle:
         found = from_bundle(bundle)

@@ -55,17 +55,18 @@ def parse(data: bytes, where: str) -> dict[str, Any]:
 
 
 class _Bounded:
-    """A binary reader that refuses to yield more than ``limit`` bytes in total."""
+    """A binary reader that refuses to yield more than ``limit`` bytes in total, saying ``too_large``."""
 
-    def __init__(self, raw: Any, limit: int) -> None:
-        self.raw, self.left = raw, limit
+    def __init__(self, raw: Any, limit: int = MAX_ARCHIVE,
+                 too_large: str = f"the archive is larger than {MAX_ARCHIVE >> 20} MiB once decompressed") -> None:
+        self.raw, self.left, self.too_large = raw, limit, too_large
 
     def read(self, size: int = -1) -> bytes:
         want = self.left + 1 if size is None or size < 0 else min(size, self.left + 1)
         data: bytes = self.raw.read(want)
         self.left -= len(data)
         if self.left < 0:
-            raise SbomError(f"the archive is larger than {MAX_ARCHIVE // (1024 * 1024)} MiB once decompressed")
+            raise SbomError(self.too_large)
         return data
 
 
@@ -96,7 +97,7 @@ class _Unreadable(SbomError):
 
 
 def _drain(raw: Any) -> None:
-    rest = _Bounded(raw, MAX_ARCHIVE)
+    rest = _Bounded(raw)
     while rest.read(1 << 20):
         pass
 
@@ -146,6 +147,7 @@ def _zstd_documents(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     failures: list[BaseException] = []
     feeder = threading.Thread(target=_feed, args=(chunks, zstd.stdin, failures), daemon=True)
     feeder.start()
+
     def failed() -> SbomError | None:
         """What zstd said, once it has exited non-zero (garbage in: the tar reader sees nothing)."""
         status = zstd.wait(timeout=60)
@@ -156,7 +158,7 @@ def _zstd_documents(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
 
     try:
         try:
-            yield from _tar_documents(_Bounded(zstd.stdout, MAX_ARCHIVE))
+            yield from _tar_documents(_Bounded(zstd.stdout))
         except _Unreadable as exc:
             _drain(zstd.stdout)
             raise failed() or exc from exc
@@ -189,14 +191,9 @@ def documents(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     form = kind(head)
     stream = itertools.chain([head], rest)
     if form == "json":
-        data = b""
-        for chunk in stream:
-            data += chunk
-            if len(data) > MAX_DOCUMENT:
-                raise SbomError(f"the document is over {MAX_DOCUMENT // (1024 * 1024)} MiB")
-        yield parse(data, "the document")
+        whole = _Bounded(_ChunkReader(stream), MAX_DOCUMENT, f"the document is over {MAX_DOCUMENT >> 20} MiB")
+        yield parse(whole.read(), "the document")
         return
-    named = _zstd_documents(stream) if form == "tar.zst" else _tar_documents(_Bounded(_ChunkReader(stream),
-                                                                                     MAX_ARCHIVE))
+    named = _zstd_documents(stream) if form == "tar.zst" else _tar_documents(_Bounded(_ChunkReader(stream)))
     for name, data in named:
         yield parse(data, repr(name))
