@@ -92,24 +92,29 @@ def documents(image: str, version: str, packages: Mapping[str, str]) -> dict[str
     return out
 
 
-def archive(path: Path, docs: Mapping[str, bytes], extra: Mapping[str, bytes] | None = None,
-            compress: bool = True) -> Path:
-    """create-spdx's archive of ``docs`` (the image document first, as it adds them) with index.json."""
+def tar(members: Mapping[str, bytes]) -> bytes:
+    """A tar of ``members`` (name -> bytes), in that order, as create-spdx's tarfile writes them."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w|") as tar:
-        members = {**docs, **(extra or {})}
-        index = {"documents": sorted(({"filename": n, "documentNamespace": json.loads(d)["documentNamespace"],
-                                       "sha1": hashlib.sha1(d).hexdigest()} for n, d in docs.items()),
-                                     key=lambda e: e["filename"])}
-        members["index.json"] = json.dumps(index, sort_keys=True).encode()
-        for name, data in sorted(members.items(), key=lambda item: not item[0].startswith("pyvorin-image")):
+    with tarfile.open(fileobj=buffer, mode="w|") as out:
+        for name, data in members.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.uname = info.gname = "root"
-            tar.addfile(info, io.BytesIO(data))
-    if not compress:
-        path.write_bytes(buffer.getvalue())
-        return path
-    path.write_bytes(subprocess.run(["zstd", "-q", "-c"], input=buffer.getvalue(), capture_output=True,
-                                    check=True).stdout)
+            out.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def zstd(data: bytes) -> bytes:
+    return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+
+
+def archive(path: Path, docs: Mapping[str, bytes], compress: bool = True) -> Path:
+    """create-spdx's archive of ``docs`` (the image document first, as it adds them) with index.json."""
+    index = {"documents": sorted(({"filename": n, "documentNamespace": json.loads(d)["documentNamespace"],
+                                   "sha1": hashlib.sha1(d).hexdigest()} for n, d in docs.items()),
+                                 key=lambda e: e["filename"])}
+    members = dict(sorted(docs.items(), key=lambda item: not item[0].startswith("pyvorin-image")))
+    members["index.json"] = json.dumps(index, sort_keys=True).encode()
+    data = tar(members)
+    path.write_bytes(zstd(data) if compress else data)
     return path

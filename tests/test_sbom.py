@@ -5,11 +5,9 @@ end with one error line; the device's swupdate installs such a bundle."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,22 +18,17 @@ from pyvorin import __version__, sbom
 from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
 import create_spdx as spdx
-from helpers import one_error_line, require
+from helpers import one_error_line, require, which
 
 IMAGE = "pyvorin-image-raspberrypi4-64-20261201"
 OLD = {"busybox": "1.36.1", "openssl": "3.2.1", "dropbear": "2022.83"}
 NEW = {"busybox": "1.36.1", "openssl": "3.2.2", "openssh": "9.6p1"}
-BIN = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin"
 
 
 def _tool(name: str) -> str:
-    import shutil
-    import sys
-
-    found = shutil.which(name) or str(Path(sys.executable).parent / name)
-    if not Path(found).exists():
-        pytest.fail(f"{name} is missing (scripts/test.sh installs it with pip)")
-    return found
+    """A checker scripts/test.sh installs with pip (into the tests' venv)."""
+    require(name)
+    return str(which(name))
 
 
 @pytest.fixture
@@ -142,31 +135,17 @@ def test_a_tampered_sbom_is_refused_by_verify_and_by_sbom(cli, keys, archive: Pa
     assert "does not match its sha256" in one_error_line(cli("sbom", "show", bundle), code=1)
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _zstd(data: bytes) -> bytes:
-    return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
-
-
 HOSTILE = {
     "not-spdx.spdx.json": (lambda: b'{"hello": 1}', "not an SPDX 2 document"),
     "deep.spdx.json": (lambda: b"[" * 200_000 + b"]" * 200_000, "neither an SPDX JSON document"),
     "deep-object.spdx.json": (lambda: b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "not JSON"),
     "garbage.spdx.tar.zst": (lambda: b"\x28\xb5\x2f\xfd" + os.urandom(4096), "not a zstd stream"),
-    "traversal.spdx.tar.zst": (lambda: _zstd(_tar({"../../etc/evil.spdx.json": b'{"x": 1}'})),
+    "traversal.spdx.tar.zst": (lambda: spdx.zstd(spdx.tar({"../../etc/evil.spdx.json": b'{"x": 1}'})),
                                "not an SPDX 2 document"),
-    "two-roots.spdx.tar.zst": (lambda: _zstd(_tar({n: d for n, d in spdx.documents(IMAGE, "1", {"a": "1"}).items()}
+    "two-roots.spdx.tar.zst": (lambda: spdx.zstd(spdx.tar({n: d for n, d in spdx.documents(IMAGE, "1", {"a": "1"}).items()}
                                                   | {"other.spdx.json": spdx.documents("other", "1", {})[
                                                       "other.spdx.json"]})), "found 2"),
-    "missing-package-doc.spdx.tar.zst": (lambda: _zstd(_tar({n: d for n, d in spdx.documents(
+    "missing-package-doc.spdx.tar.zst": (lambda: spdx.zstd(spdx.tar({n: d for n, d in spdx.documents(
         IMAGE, "1", {"a": "1"}).items() if n != "a.spdx.json"})), "expected one image document"),
     "bomb.spdx.tar.zst": (lambda: subprocess.run(["sh", "-c", "head -c 600M /dev/zero | zstd -q -c -19 --long=27"],
                                                  capture_output=True, check=True).stdout, "larger than 512 MiB"),
@@ -220,7 +199,7 @@ def test_the_device_installs_a_bundle_carrying_an_sbom(cli, keys, archive: Path,
 def genuine() -> dict[str, bytes]:
     """A create-spdx archive and the release document made of it: what mutations start from."""
     require("zstd")
-    tar = _tar(spdx.documents(IMAGE, "1.0", OLD))
+    tar = spdx.tar(spdx.documents(IMAGE, "1.0", OLD))
     return {"tar": tar, "document": sbom.render(sbom.read_chunks([tar]))}
 
 
