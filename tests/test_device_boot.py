@@ -38,7 +38,7 @@ from qemu.device import Firmware, firmware_for
 from qemu.errors import HarnessError
 
 import layer_gate
-from helpers import unavailable, wait_until
+from helpers import require, unavailable, wait_until
 
 OLD = "2026.11.100"
 NEW = "2026.11.101"
@@ -253,6 +253,7 @@ def rollout_server(first_boot: Booted, fleet_keys: Path, cli: Cli, tmp_path: Pat
     reason = fleet_server.missing()
     if reason:
         unavailable(reason)
+    require("socat")  # QEMU's forward to the server runs one per connection (tests/qemu/vm.py)
     cli("fleet", "server-cert", fleet_keys, "--name", booted.FLEET_HOST, "-o", tmp_path / "data/server", check=True)
     server = FleetServer(fleet_keys, tmp_path / "data", poll_time="00:00:05", port=first_boot.fleet_port)
     try:
@@ -326,8 +327,6 @@ def _root(dev: Booted) -> str:
     except HarnessError:
         return ""
     return answer.stdout.strip() if answer.returncode == 0 else ""
-
-
 
 
 def _release(work: Path, artifact: Path, version: str, keys: DeviceKeys, cli: Cli) -> Path:
@@ -438,15 +437,8 @@ def test_a_release_whose_agent_never_gets_ready_rolls_back_within_bootlimit(
     device.reboot()
     # Slot B boots, its agent never gets ready, pyvorin-confirm gives up and reboots; after
     # bootlimit boots U-Boot's altbootcmd goes back to slot A.
-    deadline = time.monotonic() + 900
-    root = ""
-    while time.monotonic() < deadline:
-        answer = device.ssh("findmnt -n -o SOURCE /", timeout=30)
-        root = answer.stdout.strip() if answer.returncode == 0 else ""
-        if root == "/dev/vda2":
-            break
-        time.sleep(5)
-    assert root == "/dev/vda2", f"still not back on slot A\n{device.console_tail(120)}"
+    wait_until("back on slot A", lambda: _root(device) == "/dev/vda2", lambda: device.console_tail(120), 900,
+               interval=5)
     _up(device)
     print(f"rollback from a release whose agent never gets ready: {time.monotonic() - started:.0f}s")
     assert device.machine is not None
