@@ -33,10 +33,7 @@ from helpers import ROOT
 
 IDENTITY = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-identity/files/pyvorin-identity"
 CONFIRM = ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-confirm/files/pyvorin-confirm"
-SWUPDATE_FILES = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files"
 SLOT_A, SLOT_B = "/run/pyvorin-slot-a", "/run/pyvorin-slot-b"
-#: No running root matches this: the selector's "other" slot while the host's root is the running one.
-NOT_RUNNING = "/dev/pyvorin-not-running"
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
