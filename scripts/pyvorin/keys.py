@@ -200,9 +200,9 @@ def _plan_swupdate(plan: _Plan, options: KeyOptions) -> None:
     plan.add("swupdate/signer.crt", _cert_pem(signer), private=False)
     plan.entries += [
         ManifestEntry("swupdate/signer.key", "SWUpdate CMS signing key", f"RSA-{options.rsa_bits}", fp, True,
-                      "SWUPDATE_CMS_KEY / pyvorin bundle --key", options.dev, bool(passphrase)),
+                      "PYVORIN_SIGNING_KEY / pyvorin bundle --key", options.dev, bool(passphrase)),
         ManifestEntry("swupdate/signer.crt", f"SWUpdate CMS signer certificate ({options.purpose.value})", "X.509",
-                      fp, False, "SWUPDATE_CMS_CERT / pyvorin bundle --cert", options.dev),
+                      fp, False, "PYVORIN_SIGNING_CERT / pyvorin bundle --cert", options.dev),
     ]
     aes_key = aes.generate()
     plan.add("swupdate/aes.key", aes_key.to_swupdate(), private=True)
@@ -383,6 +383,17 @@ def refuse_dev_key(certificate: x509.Certificate, key_ref: str, manifest_dir: Pa
             raise KeyError_(
                 f"{key_ref}: key {entry.file} is marked dev in {manifest_dir / MANIFEST}; refusing --production"
             )
+
+
+def refuse_dev_certificates(path: Path) -> int:
+    """For a production build: refuse a file holding any development certificate; return how many it holds."""
+    from .signing import load_certificates
+
+    certificates = load_certificates(path)
+    manifest_dir = find_manifest(path)
+    for certificate in certificates:
+        refuse_dev_key(certificate, str(path), manifest_dir)
+    return len(certificates)
 
 
 def show(directory: Path) -> list[str]:

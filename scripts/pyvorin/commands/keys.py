@@ -1,4 +1,4 @@
-"""pyvorin keys init|show"""
+"""pyvorin keys init|show|check"""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ Manage the keys a release needs.
 
   pyvorin keys init DIR     generate every key, with DIR/manifest.json
   pyvorin keys show DIR     print fingerprints and which build variable reads each file
+  pyvorin keys check --production CERT...
+                            fail if a certificate is a development one (the build runs
+                            this on the devices' trust anchors of a production image)
 
 Files written by 'init' (private keys 0600 in 0700 directories):
   swupdate/ca.key, ca.crt         CA; ca.crt goes on the device (swupdate -k)
@@ -31,7 +34,7 @@ Files written by 'init' (private keys 0600 in 0700 directories):
 def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("keys", help=HELP, description=DESCRIPTION,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="keys_command", metavar="{init,show}", required=True)
+    sub = parser.add_subparsers(dest="keys_command", metavar="{init,show,check}", required=True)
     init = sub.add_parser("init", help="generate all keys into DIR",
                           description="Generate every key a release needs into DIR. Keys are marked dev "
                                       "unless --production is given; existing files are never overwritten "
@@ -61,6 +64,15 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
                                       "fail if a listed file is missing or a private key is readable by others.")
     show.add_argument("directory", type=Path, metavar="DIR")
     show.set_defaults(func=run_show)
+    check = sub.add_parser("check", help="refuse development certificates (--production)",
+                           description="Read every certificate in each PEM or DER file and fail on the first "
+                                       "that is a development one: OU=pyvorin-dev in its subject, or its key "
+                                       "marked dev in the manifest.json of the key directory holding the file. "
+                                       "A production build checks the trust anchors it installs this way.")
+    check.add_argument("certificates", type=Path, nargs="+", metavar="CERT")
+    check.add_argument("--production", action="store_true", required=True,
+                       help="the only check there is; named so the command says what it guards")
+    check.set_defaults(func=run_check)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -85,4 +97,11 @@ def run_init(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     for line in keys.show(args.directory):
         print(line)
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    for path in args.certificates:
+        count = keys.refuse_dev_certificates(path)
+        print(f"{path}: {count} production certificate{'s' if count != 1 else ''}")
     return 0
