@@ -9,7 +9,8 @@ bitbake -p
 say "bitbake -p: parsed"
 
 env_dump=$(mktemp)
-trap 'rm -f "$env_dump"' EXIT
+dry_run=""
+trap 'rm -f "$env_dump" $dry_run' EXIT
 bitbake -e pyvorin-image > "$env_dump"
 value() { sed -n "s/^$1=\"\\(.*\\)\"\$/\\1/p" "$env_dump" | tail -n 1; }
 
@@ -64,8 +65,15 @@ for fragment in pyvorin-hardening.scc; do
 done
 say "bitbake -e virtual/kernel: SRC_URI carries the pyvorin hardening fragments"
 
-bitbake -n pyvorin-image pyvorin-update-image
-say "bitbake -n pyvorin-image pyvorin-update-image: ok"
+dry_run=$(mktemp)
+bitbake -n pyvorin-image pyvorin-update-image | tee "$dry_run"
+# The one bundle path: the release tool, built natively, makes the bundle.
+# Its delta codec comes from the layer's python3-bsdiff4 (PYVORIN_DELTA_FROM).
+for task in 'pyvorin-native_[0-9.]*\.bb:do_populate_sysroot' 'python3-bsdiff4_[0-9.]*\.bb:do_populate_sysroot' \
+        'pyvorin-update-image\.bb:do_deploy'; do
+    grep -q "Running task .*$task)" "$dry_run" || { echo "bitbake -n pyvorin-update-image runs no $task"; exit 1; }
+done
+say "bitbake -n pyvorin-image pyvorin-update-image: ok, pyvorin-native makes the bundle"
 
 # What the image installs, for the content check (tests/test_layer_gate.py
 # compares it with tests/image-contents/<machine>.txt): the recipes bitbake
@@ -78,6 +86,21 @@ mv pn-buildlist task-depends.dot "$out/"
 say "bitbake -g pyvorin-image: $(wc -l < "$out/pn-buildlist") recipes"
 "$(dirname "$0")/layer-gate-closure.py" pyvorin-image "$out/pn-buildlist" "$out/packages.txt"
 
+# The release spec the bundle class writes from this machine's variables, and
+# the slot map it should follow (the update image's view), for tests/test_update_bundle.py, which
+# bundles and installs it with the device's swupdate.
+bitbake -e pyvorin-update-image > "$env_dump"
+# bitbake -e writes VAR="value" with each " escaped; the spec is one line of JSON.
+value PYVORIN_BUNDLE_SPEC | sed 's/\\"/"/g' > "$out/bundle-spec.json"
+value PYVORIN_BUNDLE_DELTA_SPEC | sed 's/\\"/"/g' > "$out/bundle-delta-spec.json"
+for variable in PYVORIN_SLOT_A_DEVICE PYVORIN_SLOT_B_DEVICE PYVORIN_DATA_DEVICE PYVORIN_BOOT_DEVICE \
+        PYVORIN_SLOT_A_PART PYVORIN_SLOT_B_PART PYVORIN_HW_REVISION PYVORIN_SOFTWARE_SET; do
+    printf '%s=%s\n' "$variable" "$(value "$variable")"
+done > "$out/slot-map.txt"
+say "bitbake -e pyvorin-update-image: PYVORIN_BUNDLE_SPEC, $(wc -c < "$out/bundle-spec.json") bytes, and the delta's"
+# ... and the bundle task itself, with its prefunc's output, for the same test.
+"$(dirname "$0")/layer-gate-bundle.py" "$out/bundle"
+
 # The Raspberry Pi's runtime content, exported for the booted-device test
 # (tests/qemu/system.py): each recipe's install code as BitBake expands it for
 # this machine, and the image's rootfs steps. The QEMU board boots the Pi's
@@ -87,7 +110,7 @@ say "bitbake -g pyvorin-image: $(wc -l < "$out/pn-buildlist") recipes"
 # as a fleet's site configuration would set it.
 if [[ $machineoverrides == *":rpi:"* ]]; then
     board=(--set PYVORIN_SLOT_A_DEVICE=/dev/vda2 --set PYVORIN_SLOT_B_DEVICE=/dev/vda3
-           --set OVERLAYFS_ETC_DEVICE=/dev/vda4 --set PYVORIN_BOOT_DEVICE=/dev/vda1
+           --set PYVORIN_DATA_DEVICE=/dev/vda4 --set PYVORIN_BOOT_DEVICE=/dev/vda1
            --set PYVORIN_FW_MGMT_SUBNETS=10.0.2.2/32 --set PYVORIN_FLEET_URL=https://fleet.pyvorin.test)
     # Other layers' recipes the stand-in takes from their install code; the
     # layer's own recipes in the image follow them, found by --layer.

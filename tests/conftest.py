@@ -4,17 +4,22 @@ specs written into tmp dirs, and a runner for the real ``pyvorin`` CLI."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
-from helpers import ROOT, unavailable, write_image
+from helpers import ROOT, recipe_modules, unavailable, write_image
+
+if TYPE_CHECKING:
+    from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
 
 # CI must be repeatable: the same examples every run there; random ones locally.
 settings.register_profile("ci", derandomize=True, deadline=None)
@@ -177,3 +182,35 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         import layer_gate
 
         layer_gate.wait_for_background()
+
+
+# The recipe's file name carries the tool's version (test_layer holds them equal).
+APPLY_RECIPE = next((ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-delta-apply").glob("pyvorin-delta-apply_*.bb"))
+
+
+@pytest.fixture
+def delta_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Install the applier into a sandbox, as the image would.
+
+    swupdate runs with a private /tmp, so a checkout under /tmp is invisible
+    to it: the files are copied into the sandbox directory, which is bound in.
+    """
+
+    def enable(sandbox: SwupdateSandbox) -> None:
+        # Exactly the modules and the wrapper the image's recipe installs, where
+        # it installs them (an overlay on /usr for the run), run by the system
+        # python3 in isolated mode as on the device: a module the recipe
+        # forgets fails here. The handler itself is compiled into the device's
+        # swupdate and calls /usr/bin/pyvorin-delta-apply.
+        usr = sandbox.root / "usr-layer"
+        site = usr / "lib/python3/dist-packages"
+        for module in recipe_modules(APPLY_RECIPE):
+            (site / module).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "scripts" / module, site / module)
+        (usr / "bin").mkdir(parents=True)
+        shutil.copy(APPLY_RECIPE.parent / "files/pyvorin-delta-apply", usr / "bin/pyvorin-delta-apply")
+        (usr / "bin/pyvorin-delta-apply").chmod(0o755)
+        sandbox.usr_layer = usr
+        monkeypatch.setenv("PATH", f"/usr/bin:/bin:{os.environ.get('PATH', '')}")
+
+    return enable

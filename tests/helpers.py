@@ -195,4 +195,4 @@ def recipe_functions(recipe: Path) -> dict[str, Callable[..., Any]]:
 
 def recipe_modules(recipe: Path) -> list[str]:
     """The release-tool modules (``pyvorin/...py``) a recipe's SRC_URI takes from scripts/."""
-    return re.findall(r"file://(pyvorin/\S+\.py)", recipe.read_text())
+    return re.findall(r"file://scripts/(pyvorin/\S+\.py)", recipe.read_text())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -49,7 +50,7 @@ KAS = os.environ.get("KAS", "/opt/kas-venv/bin/kas")
 #: Everything a gate run reads from this tree.
 INPUT_DIRS = ("meta-pyvorin", "kas")
 INPUT_FILES = ("scripts/layer-gate.sh", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py",
-               "scripts/layer-gate-install.py")
+               "scripts/layer-gate-install.py", "scripts/layer-gate-bundle.py")
 TIMEOUT = 3600
 
 
@@ -70,6 +71,14 @@ class GateRun:
     #: The recipes' install code and the image's rootfs steps (scripts/layer-gate-install.py), for
     #: the machines whose runtime the booted-device test boots; else None.
     install: Path | None = None
+    #: The release spec pyvorin_bundle.bbclass writes for this machine (PYVORIN_BUNDLE_SPEC).
+    bundle_spec: dict | None = None  # type: ignore[type-arg]
+    #: ... and of its delta bundle (PYVORIN_BUNDLE_DELTA_SPEC), the delta at ${B}/rootfs.pyvd.
+    bundle_delta_spec: dict | None = None  # type: ignore[type-arg]
+    #: The slot map and release variables as the update image sees them (name -> value).
+    slot_map: dict[str, str] | None = None
+    #: pyvorin-update-image's do_deploy and its prefunc's output (scripts/layer-gate-bundle.py).
+    bundle: Path | None = None
 
 
 def base() -> Path:
@@ -202,7 +211,11 @@ def _read(out: Path, machine: str) -> GateRun:
     return GateRun(machine=machine, log=log,
                    lines=tuple(line.strip() for line in log.splitlines() if line.strip().startswith("gate:")),
                    recipes=frozenset((out / "pn-buildlist").read_text().split()), packages=packages,
-                   install=out / "install" if (out / "install").is_dir() else None)
+                   install=out / "install" if (out / "install").is_dir() else None,
+                   bundle_spec=json.loads((out / "bundle-spec.json").read_text()),
+                   bundle_delta_spec=json.loads((out / "bundle-delta-spec.json").read_text()),
+                   slot_map=dict(line.split("=", 1) for line in (out / "slot-map.txt").read_text().splitlines()),
+                   bundle=out / "bundle")
 
 
 _background: dict[str, concurrent.futures.Future[GateRun]] = {}
@@ -272,11 +285,13 @@ def run(machine: str) -> GateRun:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     (work / "gate.log").write_text(log)
-    for name in ("packages.txt", "pn-buildlist"):
+    for name in ("packages.txt", "pn-buildlist", "bundle-spec.json", "bundle-delta-spec.json",
+                 "slot-map.txt"):
         shutil.copy(build / f"build-{machine}" / "gate-out" / name, work / name)
     exported = build / f"build-{machine}" / "gate-out" / "install"
     if exported.is_dir():
         shutil.copytree(exported, work / "install", symlinks=True)
+    shutil.copytree(build / f"build-{machine}" / "gate-out" / "bundle", work / "bundle", symlinks=True)
     (work / ".complete").touch()
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)

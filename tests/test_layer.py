@@ -3,8 +3,6 @@ BitBake parse itself is scripts/layer-gate.sh)."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, recipe_modules, require, unavailable, which, write_members
+from helpers import ROOT, recipe_modules, require, which
 
 LAYER = ROOT / "meta-pyvorin"
 KAS = ROOT / "kas"
@@ -78,9 +76,12 @@ def test_entry_files_build_the_image_and_bundle_per_machine() -> None:
     assert base["distro"] == "pyvorin" and base["target"] == ["pyvorin-image", "pyvorin-update-image"]
 
 
+# PYVORIN_SOURCE_DIR: where the layer's own software is (as oe-core's layer.conf sets COREBASE);
+# it only names a path, read by the layer's own recipes.
 LAYER_VARS = re.compile(
     r"^(BBPATH|BBFILES|BBFILE_COLLECTIONS|BBFILE_PATTERN_pyvorin|BBFILE_PRIORITY_pyvorin|LAYERVERSION_pyvorin|"
     r"LAYERDEPENDS_pyvorin|LAYERRECOMMENDS_pyvorin|LAYERSERIES_COMPAT_pyvorin|BBFILES_DYNAMIC)\s*(\.=|\+=|=)"
+    r"|^PYVORIN_SOURCE_DIR \?= "
 )
 
 
@@ -132,67 +133,43 @@ def test_oelint_adv_finds_nothing() -> None:
         result.stdout + result.stderr
 
 
-TEMPLATES = {
-    "rpi": ("raspberrypi4-64", "/dev/mmcblk0p3", "/dev/mmcblk0p2"),
-    "tegra": ("jetson-orin-nano-devkit", "/dev/disk/by-partlabel/APP_b", "/dev/disk/by-partlabel/APP"),
-}
+SLOTS = LAYER / "conf/distro/include/pyvorin-slots.inc"
 
 
-def _layer_scripts(family: str) -> list[tuple[str, bytes]]:
-    """Scripts the family's sw-description runs (the update image's SRC_URI adds them to the bundle)."""
-    files = LAYER / "dynamic-layers/swupdate/recipes-core/images/files" / family
-    return [(p.name, p.read_bytes()) for p in sorted(files.glob("*.sh"))]
+def _slot_map(family: str) -> dict[str, str]:
+    """The slot map's plain values for a board family (NAME:family ?= "value")."""
+    return dict(re.findall(rf'^(PYVORIN_\w+):{family} \?= "([^"$]*)"$', SLOTS.read_text(), flags=re.M))
 
 
-def _render_template(family: str, image_name: str, image: bytes) -> bytes:
-    """Expand the layer's sw-description as meta-swupdate does (@@VAR@@, $swupdate_get_sha256)."""
-    machine = TEMPLATES[family][0]
-    text = (LAYER / "dynamic-layers/swupdate/recipes-core/images/files" / family / "sw-description").read_text()
-    values = {"PYVORIN_VERSION": "2026.11.3612345", "DISTRO_NAME": "Pyvorin Edge OS", "MACHINE": machine,
-              "PYVORIN_HW_REVISION": "1.0", "PYVORIN_SOFTWARE_SET": "stable", "PYVORIN_BUNDLE_ROOTFS": image_name}
-    text = re.sub(r"@@(\w+)@@", lambda m: values[m.group(1)], text)
-    text = text.replace(f"$swupdate_get_sha256({image_name})", hashlib.sha256(image).hexdigest())
-    for name, content in _layer_scripts(family):
-        text = text.replace(f"$swupdate_get_sha256({name})", hashlib.sha256(content).hexdigest())
-    assert "@@" not in text and "$swupdate" not in text
-    return text.encode()
+def test_the_sd_card_layout_is_the_slot_maps() -> None:
+    """wic numbers partitions in the order of the wks lines: boot, slot A, slot B, data."""
+    rpi = _slot_map("rpi")
+    parts = [line for line in (LAYER / "wic/pyvorin-rpi-ab.wks.in").read_text().splitlines() if line.startswith("part ")]
+    roles = {1: "--label boot", 2: "--source rawcopy", 3: "--label rootfsB", 4: "--label data"}
+    assert len(parts) == 4 and all(roles[n] in parts[n - 1] for n in roles)
+    assert [rpi[f"PYVORIN_{role}_PART"] for role in ("BOOT", "SLOT_A", "SLOT_B", "DATA")] == ["1", "2", "3", "4"]
+    assert rpi["PYVORIN_PART_PREFIX"] == "/dev/mmcblk0p"
+    tegra = _slot_map("tegra")
+    assert (tegra["PYVORIN_SLOT_A_DEVICE"], tegra["PYVORIN_SLOT_B_DEVICE"]) == \
+        ("/dev/disk/by-partlabel/APP", "/dev/disk/by-partlabel/APP_b")
 
 
-@pytest.mark.parametrize("family", sorted(TEMPLATES))
-def test_layer_sw_description_is_what_swupdate_expects(family: str) -> None:
-    from pyvorin import libconfig
-
-    machine, copy1_device, copy2_device = TEMPLATES[family]
-    tree = libconfig.parse(_render_template(family, "rootfs.ext4.gz", b"x").decode())
-    board = tree["software"][machine]
-    assert board["hardware-compatibility"] == ["1.0"]
-    assert board["stable"]["copy1"]["images"][0]["device"] == copy1_device
-    assert board["stable"]["copy2"]["images"][0]["device"] == copy2_device
-    scripts = [p[0] for p in _layer_scripts(family)]
-    for copy in ("copy1", "copy2"):
-        assert [s["filename"] for s in board["stable"][copy].get("scripts", [])] == scripts
+def test_no_recipe_names_a_slot_device_but_the_slot_map() -> None:
+    """One slot map: the devices are written once (the README's tables may name them)."""
+    device = re.compile(r"/dev/(mmcblk0p\d|disk/by-partlabel/(APP|APP_b|UDA)\b)")
+    offenders = [str(p.relative_to(ROOT)) for p in LAYER.rglob("*") if p.is_file() and p != SLOTS
+                 and p.suffix != ".md" and device.search(p.read_text(errors="replace"))]
+    assert offenders == []
 
 
-@pytest.mark.swupdate
-@pytest.mark.parametrize("family", sorted(TEMPLATES))
-def test_real_swupdate_accepts_a_bundle_made_from_the_layer_template(family: str, keys, tmp_path: Path) -> None:
-    from pyvorin.signing import SigningOptions, sign_content
-    from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox, swupdate_available
-
-    if swupdate_available():
-        unavailable(f"real swupdate unavailable: {swupdate_available()}")
-    machine = TEMPLATES[family][0]
-    name = f"pyvorin-image-{machine}.rootfs.ext4.gz"
-    image = gzip.compress(b"\x00" * 65536, mtime=0)
-    description = _render_template(family, name, image)
-    signature = sign_content(description, SigningOptions(str(keys.key), keys.cert))
-    swu = write_members(tmp_path / "layer.swu", [("sw-description", description),
-                                                 ("sw-description.sig", signature), (name, image),
-                                                 *_layer_scripts(family)])
-    sandbox = SwupdateSandbox(tmp_path / "sbx", board=machine)
-    for select in ("stable,copy1", "stable,copy2"):
-        result = sandbox.install(swu, keys.ca, select, check_only=True)
-        assert result.succeeded, result.output
+def test_the_update_image_is_made_by_pyvorin_native() -> None:
+    """No meta-swupdate class, no sw-description template: the bundle class and the release tool."""
+    recipe = (LAYER / "dynamic-layers/swupdate/recipes-core/images/pyvorin-update-image.bb").read_text()
+    assert "inherit pyvorin_bundle" in recipe and "inherit swupdate" not in recipe
+    assert not list(LAYER.rglob("sw-description"))
+    bbclass = (LAYER / "classes-recipe/pyvorin_bundle.bbclass").read_text()
+    assert 'DEPENDS += "pyvorin-native"' in bbclass
+    assert "pyvorin bundle release.json" in bbclass and "${PYVORIN_BUNDLE_PRODUCTION}" in bbclass
 
 
 def test_slot_selection_script_picks_the_other_slot(tmp_path: Path) -> None:
@@ -278,6 +255,8 @@ def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
 
     recipes = list((LAYER / "recipes-pyvorin/pyvorin-delta-apply").glob("pyvorin-delta-apply_*.bb"))
     assert [r.name for r in recipes] == [f"pyvorin-delta-apply_{pyvorin.__version__}.bb"]
+    native = [r.name for r in (LAYER / "recipes-devtools/pyvorin").glob("*.bb")]
+    assert native == [f"pyvorin-native_{pyvorin.__version__}.bb"]
     modules = recipe_modules(recipes[0])
     assert "pyvorin/delta/apply.py" in modules and "pyvorin/delta/make.py" not in modules
     assert _imported_closure("pyvorin/delta/__main__.py") <= set(modules), "the device would miss a module"
@@ -288,32 +267,47 @@ def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
     assert "pyvorin-delta-apply" in inc.split("RDEPENDS:${PN}")[1]
 
 
-SANITY = LAYER / "classes-global/pyvorin_sanity.bbclass"
-
-
-def test_production_guard_refuses_a_dev_ca_and_signer(cli, keys, tmp_path: Path) -> None:
-    """The parse-time guard checks the device's trust anchor, not only the signer."""
+def test_production_checks_certificates_with_the_release_tool(cli, keys, tmp_path: Path) -> None:
+    """`pyvorin keys check --production`, which a production swupdate build runs on the CA it installs."""
     import shutil
 
-    from helpers import recipe_functions
-
-    reason = recipe_functions(SANITY)["pyvorin_dev_key_reason"]
-    assert reason(str(keys.ca)) == "is a development certificate (OU=pyvorin-dev)"
-    assert reason(str(keys.cert)) == "is a development certificate (OU=pyvorin-dev)"
+    for cert in (keys.ca, keys.cert):
+        result = cli("keys", "check", "--production", cert)
+        assert result.returncode == 2 and "development certificate (OU=pyvorin-dev)" in result.stderr
     prod = tmp_path / "prod"
     cli("keys", "init", prod, "--only", "swupdate", "--key-size", "2048", "--production", check=True)
-    assert reason(str(prod / "swupdate/ca.crt")) is None
-    assert reason(str(prod / "swupdate/signer.crt")) is None
-    # A production certificate dropped into a dev key directory: the manifest says dev.
-    mixed = tmp_path / "mixed"
-    shutil.copytree(keys.directory, mixed)
-    shutil.copy(prod / "swupdate/ca.crt", mixed / "swupdate/ca.crt")
-    assert reason(str(mixed / "swupdate/ca.crt")).startswith("is marked dev in ")
-    assert reason(str(tmp_path / "missing.crt")).startswith("cannot be read")
-    (tmp_path / "junk.crt").write_text("not a certificate\n")
-    assert reason(str(tmp_path / "junk.crt")) == "holds no PEM certificate"
-    text = SANITY.read_text()
-    assert "for variable in ('PYVORIN_SWUPDATE_CA_CERT', 'SWUPDATE_CMS_CERT'):" in text
+    assert "1 production certificate" in cli("keys", "check", "--production", prod / "swupdate/ca.crt",
+                                              check=True).stdout
+    # A bundle of both: the development one is found.
+    both = tmp_path / "both.crt"
+    both.write_bytes((prod / "swupdate/ca.crt").read_bytes() + keys.ca.read_bytes())
+    assert cli("keys", "check", "--production", both).returncode == 2
+    # A production-looking certificate whose key the key directory's manifest marks dev.
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(keys.directory, relabelled)
+    manifest = relabelled / "manifest.json"
+    text = manifest.read_text()
+    prod_manifest = (prod / "manifest.json").read_text()
+    import json as json_
+
+    dev_entries = json_.loads(text)
+    prod_ca = next(e for e in json_.loads(prod_manifest)["entries"] if e["file"] == "swupdate/ca.crt")
+    dev_entries["entries"].append({**prod_ca, "file": "swupdate/other-ca.crt", "dev": True})
+    manifest.write_text(json_.dumps(dev_entries))
+    shutil.copy(prod / "swupdate/ca.crt", relabelled / "swupdate/other-ca.crt")
+    result = cli("keys", "check", "--production", relabelled / "swupdate/other-ca.crt")
+    assert result.returncode == 2 and "marked dev in" in result.stderr
+    for bad in (tmp_path / "missing.crt", tmp_path / "junk.crt"):
+        (tmp_path / "junk.crt").write_text("not a certificate\n")
+        result = cli("keys", "check", "--production", bad)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert cli("keys", "check", prod / "swupdate/ca.crt").returncode == 2, "--production is required"
+    # The build runs it where it matters, and only for a production build.
+    inc = (LAYER / "dynamic-layers/swupdate/recipes-support/swupdate/swupdate_pyvorin.inc").read_text()
+    assert 'pyvorin keys check --production "${PYVORIN_SWUPDATE_CA_CERT}"' in inc
+    assert "do_install[prefuncs] += \"${@'pyvorin_swupdate_production_ca' if bb.utils.to_boolean(" \
+           "d.getVar('PYVORIN_PRODUCTION'))" in inc
+    assert "base64" not in (LAYER / "classes-global/pyvorin_sanity.bbclass").read_text()
 
 
 def test_release_version_grows_and_is_numeric(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def test_gate_parses_checks_and_dry_runs_both_images(prerequisites: None, machin
     run = gate(machine)
     for check in ("bitbake -p: parsed", "DISTRO_FEATURES ok", "IMAGE_FSTYPES=",
                   "SRC_URI carries the pyvorin hardening fragments",
-                  "bitbake -n pyvorin-image pyvorin-update-image: ok", "bitbake -g pyvorin-image:",
+                  "bitbake -n pyvorin-image pyvorin-update-image: ok, pyvorin-native makes the bundle",
+                  "bitbake -e pyvorin-update-image: PYVORIN_BUNDLE_SPEC", "bitbake -g pyvorin-image:",
                   f"create-spdx deploys pyvorin-image-{machine}.rootfs.spdx.tar.zst"):
         assert any(check in line for line in run.lines), f"{machine}: no '{check}' in the gate's summary:\n" + \
             "\n".join(run.lines)

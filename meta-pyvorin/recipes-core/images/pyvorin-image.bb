@@ -35,8 +35,8 @@ IMAGE_LINGUAS = ""
 OVERLAYFS_ETC_MOUNT_POINT = "/data"
 OVERLAYFS_ETC_FSTYPE = "ext4"
 OVERLAYFS_ETC_MOUNT_OPTIONS = "defaults,nodev,nosuid"
-OVERLAYFS_ETC_DEVICE:rpi = "/dev/mmcblk0p4"
-OVERLAYFS_ETC_DEVICE:tegra = "/dev/disk/by-partlabel/UDA"
+# The device comes from the slot map (conf/distro/include/pyvorin-slots.inc).
+OVERLAYFS_ETC_DEVICE = "${PYVORIN_DATA_DEVICE}"
 # The preinit would otherwise remount the root read-write to create its mount
 # points, on every boot: the slot's superblock changes (mount count and time),
 # so the running slot no longer matches the image a delta was made from (and
@@ -47,8 +47,7 @@ OVERLAYFS_ETC_CREATE_MOUNT_DIRS = "0"
 # written into the root file system itself: every slot, the one in the wic
 # and every one an update writes from ext4.gz, must mount it the same way.
 # The kernel in the slot's own /boot is U-Boot's to load, not Linux's.
-PYVORIN_BOOT_DEVICE ??= ""
-PYVORIN_BOOT_DEVICE:rpi ?= "/dev/mmcblk0p1"
+# PYVORIN_BOOT_DEVICE: the slot map (pyvorin-slots.inc); empty on boards without one.
 PYVORIN_BOOT_MOUNT_OPTIONS ??= "nodev,nosuid,noexec,umask=0077"
 pyvorin_boot_fstab() {
     install -d ${IMAGE_ROOTFS}/boot ${IMAGE_ROOTFS}${OVERLAYFS_ETC_MOUNT_POINT}
