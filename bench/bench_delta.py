@@ -14,7 +14,7 @@ NEW is the same package set with bookworm-updates, bookworm-security and
 bookworm-proposed-updates on top: what the next point release ships.
 
 It prints one table (delta size, wall time, CPU time, peak RSS) for every
-tool, the apply side (our device applier with its bspatch children, plain
+tool, the apply side (our device applier with its bspatch and zstd children, plain
 bspatch, xdelta3 -d, zstd -d --patch-from), each output checked byte for byte
 against NEW, and one PASS/MISS line per goal of issue 3.  See bench/DELTA.md.
 """
@@ -388,6 +388,9 @@ def make_tools(inputs: Inputs, py: str) -> dict[str, tuple[str, list[str], Path]
                                                          str(run / "ours.pyvd")], run / "ours.pyvd")
     add("ours-noreport", "pyvorin delta --no-report", [py, "-m", "pyvorin", "delta", "--no-report", old, new,
                                                        "-o", str(run / "ours-nr.pyvd")], run / "ours-nr.pyvd")
+    add("ours-bsdiff", "pyvorin delta --codec bsdiff --no-report (every window bsdiff: the codec before)",
+        [py, "-m", "pyvorin", "delta", "--codec", "bsdiff", "--no-report", old, new, "-o",
+         str(run / "ours-bsdiff.pyvd")], run / "ours-bsdiff.pyvd")
     add("ours-256m", "pyvorin delta --memory 256M --no-report",
         [py, "-m", "pyvorin", "delta", "--memory", "256M", "--no-report", old, new, "-o", str(run / "ours-256m.pyvd")],
         run / "ours-256m.pyvd")
@@ -410,11 +413,11 @@ def make_tools(inputs: Inputs, py: str) -> dict[str, tuple[str, list[str], Path]
     return tools
 
 
-ORDER = ("ours", "ours-noreport", "ours-256m", "xdelta3", "xdelta3-djw", "xdelta3-lzma", "zstd19", "zstd3", "zck", "bsdiff4",
+ORDER = ("ours", "ours-noreport", "ours-bsdiff", "ours-256m", "xdelta3", "xdelta3-djw", "xdelta3-lzma", "zstd19", "zstd3", "zck", "bsdiff4",
          "bsdiff")
 WHOLE_FILE = {"bsdiff", "bsdiff4"}
-OURS = ("ours", "ours-noreport", "ours-256m")
-BUDGET_MIB = {"ours": 1024, "ours-noreport": 1024, "ours-256m": 256}  # their --memory
+OURS = ("ours", "ours-noreport", "ours-bsdiff", "ours-256m")
+BUDGET_MIB = {"ours": 1024, "ours-noreport": 1024, "ours-bsdiff": 1024, "ours-256m": 256}  # their --memory
 
 
 def run_zck(inputs: Inputs, label: str, cmd: list[str], out: Path, args: argparse.Namespace) -> Result:
@@ -464,24 +467,27 @@ def inspect_ours(path: Path) -> dict[str, int]:
 # --------------------------------------------------------------------------- apply side
 
 
-BSPATCH_SHIM = """#!/bin/sh
-# bench_delta: records the peak RSS of every bspatch the applier starts
-exec /usr/bin/time -a -o "{log}" -f "%M %e %x" "{bspatch}" "$@"
+PATCH_TOOL_SHIM = """#!/bin/sh
+# bench_delta: records the peak RSS of every {name} the applier starts
+exec /usr/bin/time -a -o "{log}" -f "%M %e %x" "{tool}" "$@"
 """
+#: The programs the applier runs for a window, by codec (pyvorin/delta/codec.py).
+PATCH_TOOLS = ("bspatch", "zstd")
 
 
 def apply_side(inputs: Inputs, results: dict[str, Result], py: str, args: argparse.Namespace
                ) -> tuple[list[tuple[Result, str, str]], list[tuple[int, float]]]:
-    """Rows: (result, extra, verified); and our bspatch children's (peak RSS, seconds)."""
+    """Rows: (result, extra, verified); and our bspatch and zstd children's (peak RSS, seconds)."""
     rows: list[tuple[Result, str, str]] = []
     target = inputs.run / "target.img"
     shim_dir = inputs.run / "shim"
     shim_dir.mkdir(exist_ok=True)
-    shim_log = inputs.run / "bspatch-children.log"
+    shim_log = inputs.run / "patch-children.log"
     shim_log.unlink(missing_ok=True)
-    bspatch = shutil.which("bspatch") or "/usr/bin/bspatch"
-    (shim_dir / "bspatch").write_text(BSPATCH_SHIM.format(log=shim_log, bspatch=bspatch))
-    (shim_dir / "bspatch").chmod(0o755)
+    for name in PATCH_TOOLS:
+        tool = shutil.which(name) or f"/usr/bin/{name}"
+        (shim_dir / name).write_text(PATCH_TOOL_SHIM.format(log=shim_log, name=name, tool=tool))
+        (shim_dir / name).chmod(0o755)
     b = str(xdelta_window(inputs))
 
     def check(res: Result) -> str:
@@ -505,7 +511,7 @@ def apply_side(inputs: Inputs, results: dict[str, Result], py: str, args: argpar
                 parts = line.split()
                 if len(parts) >= 2 and parts[0].isdigit():
                     children.append((int(parts[0]) << 10, float(parts[1])))
-        rows.append((res, f"{len(children)} bspatch runs", check(res)))
+        rows.append((res, f"{len(children)} bspatch and zstd runs", check(res)))
     plain: list[tuple[str, str, Callable[[Path], list[str]]]] = [
         ("bsdiff", "bspatch 4.3", lambda p: ["bspatch", str(inputs.old), str(target), str(p)]),
         ("bsdiff4", "bspatch 4.3 (bsdiff4 patch)", lambda p: ["bspatch", str(inputs.old), str(target), str(p)]),
@@ -595,8 +601,11 @@ def goals(inputs: Inputs, results: dict[str, Result], apply_rows: list[tuple[Res
         r = results.get(key)
         if r is None or not r.finished:
             continue
-        tag = {"ours": "default", "ours-noreport": "--no-report", "ours-256m": "--memory 256M"}[key]
+        tag = {"ours": "default", "ours-noreport": "--no-report", "ours-bsdiff": "--codec bsdiff",
+               "ours-256m": "--memory 256M"}[key]
         line(f"[{tag}] size ≤ xdelta3 -9", size(key), size("xdelta3"), "B")
+        xr = results.get("xdelta3")
+        line(f"[{tag}] wall ≤ 2 × xdelta3 -9 (issue 15)", r.wall, 2 * xr.wall if xr and xr.finished else None, "s")
         best = [s for s in (size("xdelta3"), size("xdelta3-djw"), size("xdelta3-lzma")) if s]
         mine = size(key)
         if best and mine:
@@ -619,8 +628,8 @@ def goals(inputs: Inputs, results: dict[str, Result], apply_rows: list[tuple[Res
         window = stats["max_window"]
         bsp = max((c[0] for c in children), default=0)
         total = applier.main_hwm() + bsp
-        line("device apply: applier + bspatch peak ≤ 64 MiB + one window", mibf(total), 64 + mibf(window), "MiB",
-             f"(applier {mib(applier.main_hwm())} + bspatch {mib(bsp)}; largest window = source + output + patch "
+        line("device apply: applier + bspatch/zstd peak ≤ 64 MiB + one window", mibf(total), 64 + mibf(window), "MiB",
+             f"(applier {mib(applier.main_hwm())} + bspatch/zstd {mib(bsp)}; largest window = source + output + patch "
              f"= {mib(window)} MiB)")
         verified = next(v for r, _, v in apply_rows if r is applier)
         print(f"{'PASS' if verified == 'identical' else 'MISS'}  device apply reproduces NEW byte for byte: "
@@ -730,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print_apply(apply_rows, children)
         if children:
-            print(f"\nour bspatch children: {len(children)} runs, {sum(c[1] for c in children):.1f} s in all, "
+            print(f"\nour bspatch and zstd children: {len(children)} runs, {sum(c[1] for c in children):.1f} s in all, "
                   f"peak RSS {mib(max(c[0] for c in children))} MiB (GNU time on each, through a PATH shim)")
     print()
     ok = goals(inputs, results, apply_rows, children, stats)

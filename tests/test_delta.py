@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from helpers import require
 pytest.importorskip("bsdiff4")
 
 
-def _roundtrip(tmp: Path, old: bytes, new: bytes, slot_fill: bytes = b"\x5a") -> Path:
+def _roundtrip(tmp: Path, old: bytes, new: bytes, slot_fill: bytes = b"\x5a", codec_name: str | None = None) -> Path:
     (tmp / "old").write_bytes(old)
     (tmp / "new").write_bytes(new)
-    report = make_delta(tmp / "old", tmp / "new", tmp / "d.pyvd")
+    kwargs = {"codec_name": codec_name} if codec_name else {}
+    report = make_delta(tmp / "old", tmp / "new", tmp / "d.pyvd", **kwargs)
     assert report.new_size == len(new)
     target = tmp / "slot"
     target.write_bytes(slot_fill * (len(new) + 8192))  # a slot is larger than the image
@@ -277,7 +279,7 @@ def test_a_bsdiff_delta_names_no_codec_so_older_appliers_read_it(tmp_path: Path)
     import struct
 
     old = os.urandom(64 << 10)
-    delta = _roundtrip(tmp_path, old, old[:32768] + os.urandom(32768))
+    delta = _roundtrip(tmp_path, old, old[:32768] + os.urandom(32768), codec_name="bsdiff")
     blob = delta.read_bytes()
     (size,) = struct.unpack(">I", blob[8:12])
     assert set(json.loads(blob[12:12 + size])) == {"block_size", "old_size", "new_size", "old_sha256",
@@ -302,6 +304,13 @@ def test_a_second_codec_plugs_in_without_touching_the_rest(tmp_path: Path, monke
         def patch(self, source: Path, patch: Path, output: Path) -> None:
             output.write_bytes(patch.read_bytes())
 
+        @property
+        def tools(self) -> tuple[str, ...]:
+            return ()
+
+        def check_host(self) -> None:
+            pass
+
     monkeypatch.setitem(codec.CODECS, "identity", Identity())
     old = os.urandom(64 << 10)
     new = old[:4096] + os.urandom(60 << 10)
@@ -323,3 +332,68 @@ def test_an_unknown_codec_is_refused_before_the_slot_is_touched(tmp_path: Path) 
     with pytest.raises(DeltaError, match="unknown delta codec 'zstd-patch-from'"):
         apply_delta(tmp_path / "d.pyvd", tmp_path / "old", target)
     assert target.read_bytes() == b"\x5a" * len(new)
+
+
+def _relinked(rng: random.Random, size: int) -> tuple[bytes, bytes]:
+    """Code-like bytes and their relinked version: every 64th byte moved by one, as addresses shift
+    when code moves. zstd finds only matches shorter than 64 bytes there; bsdiff's approximate
+    matches take it almost whole."""
+    words = [rng.randbytes(16) for _ in range(256)]
+    old = b"".join(rng.choice(words) for _ in range(size // 16))
+    new = bytearray(old)
+    for at in range(0, len(new), 64):
+        new[at] = (new[at] + 1) % 256
+    return old, bytes(new)
+
+
+def test_the_default_codec_keeps_the_smaller_patch_of_each_window(tmp_path: Path) -> None:
+    """bsdiff+zstd: a nearly unchanged window stays zstd (bsdiff is not even run), a relinked one is
+    bsdiff; the applier tells them apart by their magic and rebuilds both."""
+    from pyvorin.delta import codec, container
+
+    rng = random.Random(7)
+    code_old, code_new = _relinked(rng, 256 << 10)
+    data = rng.randbytes(512 << 10)
+    old = code_old + bytes(1 << 20) + data
+    touched = bytearray(data)
+    touched[1000:1008] = b"CHANGED!"
+    new = code_new + bytes(1 << 20) + bytes(touched)
+    delta = _roundtrip(tmp_path, old, new)
+    with open(delta, "rb") as handle:
+        header, ops = container.read_delta(handle)
+        magics = [op.patch[:4] for op in ops if isinstance(op, container.Patch)]
+    assert header.codec == codec.DEFAULT == "bsdiff+zstd"
+    assert sorted(magics) == sorted([codec.BSDIFF_MAGIC[:4], codec.ZSTD_MAGIC]), magics
+    assert delta.stat().st_size < 8 << 10
+    # Each codec on its own decodes what it made.
+    for name in ("zstd", "bsdiff"):
+        _roundtrip(tmp_path, old, new, codec_name=name)
+
+
+def test_a_device_without_a_codecs_tool_refuses_before_the_slot_is_touched(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    old = os.urandom(64 << 10)
+    new = old[:32768] + os.urandom(32768)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(new)
+    make_delta(tmp_path / "old", tmp_path / "new", tmp_path / "d.pyvd")
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "bspatch").symlink_to(shutil.which("bspatch") or "/usr/bin/bspatch")
+    monkeypatch.setenv("PATH", str(bindir))
+    target = tmp_path / "slot"
+    target.write_bytes(b"\x5a" * len(new))
+    with pytest.raises(DeltaError, match="zstd not found: it applies the delta's bsdiff\\+zstd windows"):
+        apply_delta(tmp_path / "d.pyvd", tmp_path / "old", target)
+    assert target.read_bytes() == b"\x5a" * len(new)
+
+
+def test_a_window_of_neither_format_is_refused(tmp_path: Path) -> None:
+    old = os.urandom(64 << 10)
+    new = old[:4096] + os.urandom(60 << 10)
+    (tmp_path / "old").write_bytes(old)
+    _hand_made_delta(tmp_path / "d.pyvd", old, new, "bsdiff+zstd")  # its patch is the raw new bytes
+    target = tmp_path / "slot"
+    target.write_bytes(bytes(len(new)))
+    with pytest.raises(DeltaError, match="neither BSDIFF40 nor a zstd frame"):
+        apply_delta(tmp_path / "d.pyvd", tmp_path / "old", target)

@@ -53,11 +53,11 @@ SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
 #: Debian packages standing in for what tests/image-contents/pyvorin.txt lists
 #: (systemd, openssh-sshd, apparmor, nftables, auditd, python3-*, curl, sudo for
-#: pyvorin-admin, openssl-bin for pyvorin-identity) plus the runtime libraries of the device's swupdate build.
+#: pyvorin-admin, openssl-bin for pyvorin-identity, zstd for the delta applier) plus the runtime libraries of the device's swupdate build.
 DEBIAN_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "kmod", "iproute2", "apparmor", "openssh-server",
                    "nftables", "auditd", "python3", "curl", "sudo", "libconfig9", "libjson-c5", "liblua5.4-0",
                    "libarchive13", "libzstd1", "libssl3", "libsystemd0", "libyaml-0-2", "zlib1g", "libbz2-1.0",
-                   "openssl")
+                   "openssl", "zstd")
 _DPKG_EXCLUDES = ("path-exclude=/usr/share/man/*", "path-exclude=/usr/share/doc/*",
                   "path-exclude=/usr/share/locale/*", "path-exclude=/usr/share/info/*")
 #: Compiled code comes from builds made here, not from the recipe's do_compile (a cross toolchain of its own).

@@ -7,12 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from ..delta import codec
 from ..delta.apply import apply_delta
 from ..delta.make import make_delta, terminal_progress
 from ..errors import PyvorinError
 from ..fsutil import atomic_output
 
-HELP = "make a bsdiff delta between two root file system images"
+HELP = "make a delta between two root file system images"
 DESCRIPTION = """\
 Make a delta that turns OLD (the image on the device's active slot) into NEW.
 
@@ -20,12 +21,16 @@ Make a delta that turns OLD (the image on the device's active slot) into NEW.
   pyvorin delta old.ext4 new.ext4 -o update.bsdiff --format bsdiff   # plain BSDIFF40
 
 windowed: unchanged, moved and all-zero 4 KiB blocks become copy/zero
-operations; changed blocks are diffed with bsdiff in windows of at most 4 MiB
-against a few MiB of the old image, by as many processes as --memory allows
-(default 1 GiB, whatever the image size).  The delta records the SHA-256 of
-OLD, of NEW and of itself; 'pyvorin delta-apply' (and the device) check all
-three.  bsdiff: one standard BSDIFF40 patch that Debian's bspatch applies;
-it needs about 17x the image size in memory, so it is limited to 64 MiB.
+operations; changed blocks are diffed in windows of at most 4 MiB against a
+few MiB of the old image, by as many processes as --memory allows (default
+1 GiB, whatever the image size).  --codec says how a window is encoded:
+bsdiff+zstd (default) keeps the smaller of zstd --patch-from and bsdiff,
+running bsdiff only where it can win; zstd alone is fastest; bsdiff alone is
+the old behaviour (deltas older appliers read).  The device needs bspatch
+and zstd.  The delta records the SHA-256 of OLD, of NEW and of itself;
+'pyvorin delta-apply' (and the device) check all three.  bsdiff: one standard
+BSDIFF40 patch that Debian's bspatch applies; it needs about 17x the image
+size in memory, so it is limited to 64 MiB.
 """
 APPLY_HELP = "apply a windowed delta (what the device runs)"
 APPLY_DESCRIPTION = """\
@@ -56,6 +61,8 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     parser.add_argument("new", type=Path, metavar="NEW")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="DELTA")
     parser.add_argument("--format", choices=["windowed", "bsdiff"], default="windowed")
+    parser.add_argument("--codec", choices=sorted(codec.CODECS), default=codec.DEFAULT,
+                        help=f"how a window is encoded (default {codec.DEFAULT})")
     parser.add_argument("--memory", type=size_arg, default=1 << 30, metavar="SIZE",
                         help="host memory budget for the windowed delta (default 1G)")
     parser.add_argument("--no-report", action="store_true",
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         size = _plain(args.old, args.new, args.output)
         new_size = args.new.stat().st_size
     else:
-        report = make_delta(args.old, args.new, args.output, args.memory, terminal_progress)
+        report = make_delta(args.old, args.new, args.output, args.memory, terminal_progress, args.codec)
         size = report.delta_size
         print(f"windows diffed: {report.windows} ({report.patched_bytes} bytes) with {report.workers} workers; "
               f"copied {report.copy_bytes}, zero {report.zero_bytes}")

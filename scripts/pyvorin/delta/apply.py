@@ -61,8 +61,9 @@ def apply_delta(delta: Path, source: Path, target: Path, workdir: Path | None = 
     if workdir is not None and not workdir.is_dir():
         raise DeltaError(f"work directory {workdir} is not a directory")
     window_codec = codec.get(header.codec, bspatch=bspatch)
-    if isinstance(window_codec, codec.Bsdiff) and shutil.which(bspatch) is None:
-        raise DeltaError(f"{bspatch} not found: it applies the delta's bsdiff windows")
+    for tool in window_codec.tools:
+        if shutil.which(tool) is None:
+            raise DeltaError(f"{tool} not found: it applies the delta's {window_codec.name} windows")
     _check_slots(source, target)
     src_fd = os.open(source, os.O_RDONLY)
     try:
