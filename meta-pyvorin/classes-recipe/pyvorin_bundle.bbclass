@@ -53,6 +53,8 @@ PYVORIN_BUNDLE_NAME ??= "${PN}${IMAGE_MACHINE_SUFFIX}"
 PYVORIN_DELTA_FROM ??= ""
 PYVORIN_DELTA_MEMORY ??= "256M"
 PYVORIN_BUNDLE_PRODUCTION = "${@'--production' if bb.utils.to_boolean(d.getVar('PYVORIN_PRODUCTION')) else ''}"
+# An unsigned bundle says so in its name, so it cannot be mistaken for a release.
+PYVORIN_BUNDLE_SUFFIX = "${@'.unsigned.swu' if d.getVar('PYVORIN_BUNDLE_SIGNING') == 'unsigned' else '.swu'}"
 
 # The bundle is per machine; its work lives apart from the unpacked scripts.
 PACKAGE_ARCH = "${MACHINE_ARCH}"
@@ -192,28 +194,25 @@ do_deploy[vardeps] += "PYVORIN_SWUPDATE_CA_CERT"
 do_deploy[file-checksums] += "${@'%s:True' % d.getVar('PYVORIN_SIGNING_CERT') if d.getVar('PYVORIN_SIGNING_CERT') else ''}"
 do_deploy[file-checksums] += "${@'%s:True' % d.getVar('PYVORIN_SWUPDATE_CA_CERT') if d.getVar('PYVORIN_SWUPDATE_CA_CERT') else ''}"
 do_deploy[file-checksums] += "${@'%s:True' % d.getVar('PYVORIN_DELTA_FROM') if d.getVar('PYVORIN_DELTA_FROM') else ''}"
-# Bundles the spec $1 into DEPLOYDIR as $2.swu ($2.unsigned.swu when unsigned),
-# then checks the bundle as the device will judge it: signed by a signer its
-# CA trusts, every hash right (an unsigned one: the hashes only). Prints the
-# file name.
+# Bundles the spec $1 into DEPLOYDIR as $2, then checks the bundle as the
+# device will judge it: signed by a signer its CA trusts, every hash right
+# (an unsigned one: the hashes only).
 pyvorin_bundle_make() {
     if [ "${PYVORIN_BUNDLE_SIGNING}" = unsigned ]; then
-        pyvorin bundle "$1" -o "${DEPLOYDIR}/$2.unsigned.swu" --unsigned >&2
-        pyvorin verify "${DEPLOYDIR}/$2.unsigned.swu" --allow-unsigned >&2
-        echo "$2.unsigned.swu"
+        pyvorin bundle "$1" -o "${DEPLOYDIR}/$2" --unsigned
+        pyvorin verify "${DEPLOYDIR}/$2" --allow-unsigned
     else
-        pyvorin bundle "$1" -o "${DEPLOYDIR}/$2.swu" \
-            --key "${PYVORIN_SIGNING_KEY}" --cert "${PYVORIN_SIGNING_CERT}" ${PYVORIN_BUNDLE_PRODUCTION} >&2
-        pyvorin verify "${DEPLOYDIR}/$2.swu" --cert "${PYVORIN_SWUPDATE_CA_CERT}" >&2
-        echo "$2.swu"
+        pyvorin bundle "$1" -o "${DEPLOYDIR}/$2" \
+            --key "${PYVORIN_SIGNING_KEY}" --cert "${PYVORIN_SIGNING_CERT}" ${PYVORIN_BUNDLE_PRODUCTION}
+        pyvorin verify "${DEPLOYDIR}/$2" --cert "${PYVORIN_SWUPDATE_CA_CERT}"
     fi
 }
 pyvorin_bundle_make[doc] = "Bundles a release spec into DEPLOYDIR, signed or not, and verifies the result"
 
 do_deploy() {
     version=$(cat version)
-    bundle=$(pyvorin_bundle_make release.json "${PYVORIN_BUNDLE_NAME}-$version")
-    ln -sf "$bundle" "${DEPLOYDIR}/${PYVORIN_BUNDLE_NAME}.swu"
+    pyvorin_bundle_make release.json "${PYVORIN_BUNDLE_NAME}-$version${PYVORIN_BUNDLE_SUFFIX}"
+    ln -sf "${PYVORIN_BUNDLE_NAME}-$version${PYVORIN_BUNDLE_SUFFIX}" "${DEPLOYDIR}/${PYVORIN_BUNDLE_NAME}.swu"
     if [ -n "${PYVORIN_DELTA_FROM}" ]; then
         pyvorin_bundle_delta "$version"
     fi
@@ -232,7 +231,8 @@ pyvorin_bundle_delta() {
     done
     pyvorin delta old.ext4 new.ext4 -o rootfs.pyvd --memory "${PYVORIN_DELTA_MEMORY}" --no-report
     rm -f old.ext4 new.ext4
-    pyvorin_bundle_make release-delta.json "${PYVORIN_BUNDLE_NAME}-$(cat delta-from)-to-$1" >/dev/null
+    from=$(cat delta-from)
+    pyvorin_bundle_make release-delta.json "${PYVORIN_BUNDLE_NAME}-$from-to-$1${PYVORIN_BUNDLE_SUFFIX}"
     rm -f rootfs.pyvd
 }
 pyvorin_bundle_delta[doc] = "Makes the delta bundle from PYVORIN_DELTA_FROM to the image just bundled"
