@@ -498,7 +498,10 @@ def apply_side(inputs: Inputs, results: dict[str, Result], py: str, args: argpar
     children: list[tuple[int, float]] = []
     ours = results.get("ours") or results.get("ours-noreport")
     if ours and ours.finished and ours.output:
+        # The applier writes into a slot that exists, as on a device.
         target.unlink(missing_ok=True)
+        with open(target, "wb") as slot:
+            slot.truncate(inputs.new.stat().st_size)
         work = inputs.run / "apply-work"
         work.mkdir(exist_ok=True)
         env = dict(os.environ, PATH=f"{shim_dir}:{os.environ.get('PATH', '')}",

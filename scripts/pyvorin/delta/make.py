@@ -19,12 +19,14 @@ import hashlib
 import multiprocessing
 import os
 import sys
+import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import PyvorinError
 from ..fsutil import atomic_output
@@ -368,46 +370,69 @@ def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
             raise PyvorinError(f"{path}: not found or not a file")
     old_size, new_size = _size(old), _size(new)
     workers = workers_for(memory, old_size)
-    index, old_sha = _index_old(old, old_size)
-    plan, new_sha = _plan(old, new, index, old_size, new_size)
-    del index
-    windows = [p for p in plan if isinstance(p, _Window)]
-    header = Header(BLOCK, old_size, new_size, old_sha, new_sha, len(plan), codec_name)
-    copied = sum(p.length for p in plan if isinstance(p, Copy))
-    zeros = sum(p.length for p in plan if isinstance(p, Zero))
     # Spawned, not forked: a worker starts as a fresh interpreter instead of
-    # a copy of this process's pages, so its memory is bsdiff's alone.
+    # a copy of this process's pages, so its memory is the codec's alone.
     context = multiprocessing.get_context("spawn")
-    with atomic_output(output) as handle, ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        writer = DeltaWriter(handle, header)
-        pending: list[Future[bytes]] = []
-        todo = iter(windows)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+        try:
+            # The workers start (an interpreter each, importing the codec)
+            # while this process indexes and plans.
+            warm = [pool.submit(_warm_up, codec_name) for _ in range(workers)]
+            index, old_sha = _index_old(old, old_size)
+            plan, new_sha = _plan(old, new, index, old_size, new_size)
+            del index
+            for future in warm:
+                future.result()
+            windows = [p for p in plan if isinstance(p, _Window)]
+            header = Header(BLOCK, old_size, new_size, old_sha, new_sha, len(plan), codec_name)
+            with tempfile.TemporaryFile(prefix=".pyvorin-delta-", dir=output.parent) as spool:
+                spans = _diff_all(pool, old, new, windows, codec_name, spool, progress)
+                with atomic_output(output) as handle:
+                    writer = DeltaWriter(handle, header)
+                    at = iter(spans)
+                    for item in plan:
+                        if isinstance(item, _Window):
+                            offset, length = next(at)
+                            spool.seek(offset)
+                            op: Op = Patch(item.new_off, item.length, item.extents, spool.read(length))
+                        else:
+                            op = item
+                        writer.add(op)
+                    writer.finish()
+        except BaseException:
+            # Queued windows are not worth waiting for once one has failed.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return DeltaReport(old_size, new_size, output.stat().st_size, sum(p.length for p in plan if isinstance(p, Copy)),
+                       sum(p.length for p in plan if isinstance(p, Zero)), sum(w.length for w in windows),
+                       len(windows), workers)
 
-        def refill() -> None:
-            # At most two windows per worker in flight: memory stays bounded.
-            while len(pending) < 2 * workers:
-                window = next(todo, None)
-                if window is None:
-                    return
-                pending.append(pool.submit(_diff_window, str(old), str(new), window, codec_name))
 
-        refill()
-        done = 0
-        for item in plan:
-            if isinstance(item, _Window):
-                patch = pending.pop(0).result()
-                refill()
-                op: Op = Patch(item.new_off, item.length, item.extents, patch)
-                done += 1
-                if progress:
-                    progress(done, len(windows))
-            else:
-                op = item
-            writer.add(op)
-        writer.finish()
-    return DeltaReport(old_size, new_size, output.stat().st_size, copied, zeros,
-                       sum(w.length for w in windows), len(windows), workers)
+def _warm_up(codec_name: str) -> None:
+    """Runs in a worker: import what the codec needs before the first window."""
+    codec.get(codec_name).check_host()
+
+
+def _diff_all(pool: ProcessPoolExecutor, old: Path, new: Path, windows: list[_Window], codec_name: str,
+              spool: BinaryIO, progress: Callable[[int, int], None] | None) -> list[tuple[int, int]]:
+    """Diff every window; return where each one's patch lies in *spool*, in window order.
+
+    The costliest windows go first, so the last to finish is a short one and
+    no worker idles while another finishes a big window; each patch goes to
+    the spool file as it arrives, so this process holds one at a time however
+    the results come back (writing them in order from memory held up to all
+    of them)."""
+    order = sorted(range(len(windows)), key=lambda i: -(windows[i].length + sum(n for _, n in windows[i].extents)))
+    futures = {pool.submit(_diff_window, str(old), str(new), windows[i], codec_name): i for i in order}
+    spans = [(0, 0)] * len(windows)
+    for done, future in enumerate(as_completed(futures), 1):
+        patch = future.result()
+        spans[futures[future]] = (spool.seek(0, os.SEEK_END), len(patch))
+        spool.write(patch)
+        del patch
+        if progress:
+            progress(done, len(windows))
+    return spans
 
 
 def terminal_progress(done: int, total: int) -> None:
