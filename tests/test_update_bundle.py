@@ -193,6 +193,7 @@ def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict
     name = f"pyvorin-update-image-{machine}"
     full, delta = f"{name}-{task.version}.swu", f"{name}-{task.previous}-to-{task.version}.swu"
     assert task.deployed() == sorted([full, delta, f"{name}.swu"])
+    assert '--codec "bsdiff+zstd"' in (task.base / "do_deploy.sh").read_text()
     assert os.readlink(task.base / "deploy" / f"{name}.swu") == full
     assert sorted(os.listdir(task.base / "work")) == ["delta-from", "release-delta.json", "release.json", "version"]
 

@@ -52,6 +52,11 @@ PYVORIN_BUNDLE_NAME ??= "${PN}${IMAGE_MACHINE_SUFFIX}"
 # slot after checking that slot holds exactly that release.
 PYVORIN_DELTA_FROM ??= ""
 PYVORIN_DELTA_MEMORY ??= "256M"
+# How its windows are encoded (pyvorin delta --codec). The device that applies
+# it runs the release it starts from: before that release's applier knew
+# bsdiff+zstd (and had zstd), only "bsdiff" deltas apply there; a newer codec
+# is refused before the slot is touched, never half-written.
+PYVORIN_DELTA_CODEC ??= "bsdiff+zstd"
 PYVORIN_BUNDLE_PRODUCTION = "${@'--production' if bb.utils.to_boolean(d.getVar('PYVORIN_PRODUCTION')) else ''}"
 # An unsigned bundle says so in its name, so it cannot be mistaken for a release.
 PYVORIN_BUNDLE_SUFFIX = "${@'.unsigned.swu' if d.getVar('PYVORIN_BUNDLE_SIGNING') == 'unsigned' else '.swu'}"
@@ -229,7 +234,8 @@ pyvorin_bundle_delta() {
         *) cp "${image%:*}" "${image##*:}" ;;
         esac
     done
-    pyvorin delta old.ext4 new.ext4 -o rootfs.pyvd --memory "${PYVORIN_DELTA_MEMORY}" --no-report
+    pyvorin delta old.ext4 new.ext4 -o rootfs.pyvd --memory "${PYVORIN_DELTA_MEMORY}" \
+        --codec "${PYVORIN_DELTA_CODEC}" --no-report
     rm -f old.ext4 new.ext4
     from=$(cat delta-from)
     pyvorin_bundle_make release-delta.json "${PYVORIN_BUNDLE_NAME}-$from-to-$1${PYVORIN_BUNDLE_SUFFIX}"
