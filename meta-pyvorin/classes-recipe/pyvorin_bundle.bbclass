@@ -47,9 +47,10 @@ PYVORIN_BUNDLE_NAME ??= "${PN}${IMAGE_MACHINE_SUFFIX}"
 # The release a delta bundle starts from: the root file system image of that
 # release as its build deployed it (<image>.rootfs.ext4, or .ext4.gz), with its
 # <image>.rootfs.version beside it. Set, the task also makes
-# <name>-<old>-to-<new>.swu: a windowed bsdiff of the raw images (pyvorin
-# delta, under PYVORIN_DELTA_MEMORY), which the device applies to its running
-# slot after checking that slot holds exactly that release.
+# <name>-<old>-to-<new>.swu: a windowed delta of the raw images (pyvorin
+# delta, under PYVORIN_DELTA_MEMORY), which the device applies from its
+# running slot to the other after checking the running one holds exactly
+# that release.
 PYVORIN_DELTA_FROM ??= ""
 PYVORIN_DELTA_MEMORY ??= "256M"
 # How its windows are encoded (pyvorin delta --codec). The device that applies
