@@ -169,7 +169,8 @@ def test_the_update_image_is_made_by_pyvorin_native() -> None:
     assert not list(LAYER.rglob("sw-description"))
     bbclass = (LAYER / "classes-recipe/pyvorin_bundle.bbclass").read_text()
     assert 'DEPENDS += "pyvorin-native"' in bbclass
-    assert "pyvorin bundle release.json" in bbclass and "${PYVORIN_BUNDLE_PRODUCTION}" in bbclass
+    assert "pyvorin_bundle_make release.json" in bbclass and 'pyvorin bundle "$1"' in bbclass
+    assert "${PYVORIN_BUNDLE_PRODUCTION}" in bbclass
 
 
 def test_slot_selection_script_picks_the_other_slot(tmp_path: Path) -> None:
