@@ -396,3 +396,14 @@ def test_a_window_of_neither_format_is_refused(tmp_path: Path) -> None:
     target.write_bytes(bytes(len(new)))
     with pytest.raises(DeltaError, match="neither BSDIFF40 nor a zstd frame"):
         apply_delta(tmp_path / "d.pyvd", tmp_path / "old", target)
+
+
+def test_an_output_in_a_missing_directory_is_named_before_any_work(tmp_path: Path) -> None:
+    old = os.urandom(64 << 10)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(old[:32768] + os.urandom(32768))
+    from pyvorin.errors import PyvorinError
+
+    with pytest.raises(PyvorinError, match=r"d\.pyvd: its directory .*/missing does not exist"):
+        make_delta(tmp_path / "old", tmp_path / "new", tmp_path / "missing" / "d.pyvd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "old"]

@@ -368,6 +368,8 @@ def make_delta(old: Path, new: Path, output: Path, memory: int = 1 << 30,
     for path in (old, new):
         if not path.is_file() and not path.is_block_device():
             raise PyvorinError(f"{path}: not found or not a file")
+    if not output.parent.is_dir():
+        raise PyvorinError(f"{output}: its directory {output.parent} does not exist")
     old_size, new_size = _size(old), _size(new)
     workers = workers_for(memory, old_size)
     # Spawned, not forked: a worker starts as a fresh interpreter instead of
