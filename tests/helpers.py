@@ -45,10 +45,22 @@ def extract(swu: Path, into: Path) -> Path:
 
 
 def unavailable(reason: str) -> None:
-    """Skip for *reason*; under ``CI=true`` fail instead: CI installs everything the tests use."""
+    """Skip for *reason*; under ``CI=true`` fail instead: CI installs everything the tests use.
+    Also at module level, where a whole module needs what is missing."""
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"CI must not skip: {reason}", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_module(name: str) -> types.ModuleType:
+    """The Python module *name*, which the test extra installs; as :func:`require` for programs."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        unavailable(f"needs the Python module {name} (pip install -e '.[test]'; scripts/test.sh installs it)")
+        raise
 
 
 def free_port() -> int:

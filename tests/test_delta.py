@@ -16,9 +16,9 @@ from pyvorin.delta.apply import apply_delta, check_delta
 from pyvorin.delta.container import DeltaError
 from pyvorin.delta.make import WORKER_BYTES, BlockIndex, main_bytes, make_delta, workers_for
 
-from helpers import require
+from helpers import require, require_module
 
-pytest.importorskip("bsdiff4")
+require_module("bsdiff4")
 
 
 def _roundtrip(tmp: Path, old: bytes, new: bytes, slot_fill: bytes = b"\x5a", codec_name: str | None = None) -> Path:

@@ -11,10 +11,11 @@ import pytest
 from pyvorin.delta.make import make_delta
 from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
 
-from helpers import ROOT, require
+from helpers import ROOT, require, require_module
 
 pytestmark = [pytest.mark.swupdate, pytest.mark.usefixtures("device_swupdate")]
-pytest.importorskip("bsdiff4")
+require_module("bsdiff4")
+
 
 def _images(seed: int = 1) -> tuple[bytes, bytes]:
     rng = random.Random(seed)

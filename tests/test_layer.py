@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import ROOT, recipe_modules, require, which
+from helpers import ROOT, recipe_modules, require, require_module, which
 
 LAYER = ROOT / "meta-pyvorin"
 KAS = ROOT / "kas"
@@ -27,8 +27,8 @@ def _tracked_files() -> list[Path]:
 
 @pytest.mark.parametrize("path", KAS_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_kas_files_match_the_kas_schema(path: Path) -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-    configschema = pytest.importorskip("kas.configschema")
+    jsonschema = require_module("jsonschema")
+    configschema = require_module("kas.configschema")
     config = yaml.safe_load(path.read_text())
     jsonschema.validate(config, configschema.CONFIGSCHEMA)
     for include in config["header"].get("includes", []):
@@ -207,7 +207,7 @@ def test_gate_skips_loudly_without_layers(tmp_path: Path) -> None:
 
 
 def test_kas_menu_offers_every_fragment() -> None:
-    kconfiglib = pytest.importorskip("kconfiglib")
+    kconfiglib = require_module("kconfiglib")
     config = kconfiglib.Kconfig(str(KAS / "Kconfig"), warn_to_stderr=False)
     offered = set()
     for name, symbol in config.syms.items():

@@ -29,7 +29,7 @@ import pytest
 
 import create_spdx
 import layer_gate
-from helpers import ROOT, require, unavailable, write_image
+from helpers import ROOT, require, require_module, unavailable, write_image
 
 pytestmark = [pytest.mark.gate]
 
@@ -169,7 +169,7 @@ def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict
                                                                      tmp_path: Path, delta_env) -> None:
     from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
 
-    pytest.importorskip("bsdiff4")
+    require_module("bsdiff4")
     machine = "raspberrypi4-64"
     run = gated[machine]
     assert run.slot_map is not None
@@ -213,7 +213,7 @@ def test_the_class_task_leaves_the_jetson_bundle_unsigned_for_the_sign_job(gated
     """The CI workflow's path: PYVORIN_BUNDLE_SIGNING = "unsigned", then `pyvorin sign` on the signing host."""
     from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
 
-    pytest.importorskip("bsdiff4")
+    require_module("bsdiff4")
     machine = "jetson-orin-nano-devkit"
     old, new = _images(tmp_path)
     task = _task(gated[machine], tmp_path / "task", keys, new, old)

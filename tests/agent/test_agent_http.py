@@ -13,12 +13,14 @@ import pytest
 from agent_support import AgentStarter, Sources, needs_mount_namespace, write_config
 from pyvorin_edge_agent.syncqueue import SyncQueue
 
+from helpers import require_module
+
 CHECKS = ("cpu_percent", "disk_percent", "thermal_celsius", "queue_depth")
 
 
 def test_health_and_metrics_report_the_fixture_values(tmp_path: Path, sources: Sources,
                                                       start_agent: AgentStarter) -> None:
-    parser = pytest.importorskip("prometheus_client.parser", reason="pip install prometheus-client (test extra)")
+    parser = require_module("prometheus_client.parser")
     agent = start_agent(write_config(tmp_path / "config.toml", tmp_path / "data", sources))
     sources.write(busy=300, idle=1700)  # +200 busy of +1000 ticks: 20 %
     doc = agent.wait_health(lambda d: d["metrics"]["cpu_percent"] is not None)
