@@ -102,10 +102,17 @@ class Merged:
     """The release's document, the image package it describes and the packages that contains."""
 
     document: dict[str, Any]
-    name: str
-    creation: Mapping[str, Any]
     image: Mapping[str, Any]
     contained: tuple[Mapping[str, Any], ...]
+
+    @property
+    def name(self) -> str:
+        return str(self.document.get("name", ""))
+
+    @property
+    def creation(self) -> Mapping[str, Any]:
+        creation = self.document.get("creationInfo")
+        return creation if isinstance(creation, dict) else {}
 
 
 def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> Merged:
@@ -160,7 +167,7 @@ def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> Merged:
     image, contained = packages[0], tuple(packages[1:])
     if len(docs) == 1 and image_doc.described and not image_doc.refs and first is not None:
         # Already one self-contained document (a release's, read back): as it is.
-        return Merged(dict(first), image_doc.name, image_doc.creation, image, contained)
+        return Merged(dict(first), image, contained)
     creation = dict(image_doc.creation)
     creation["creators"] = [*_strings(creation.get("creators")), f"Tool: {tool}"]
     creation["comment"] = ("The image's create-spdx documents in one: each package as its own document "
@@ -171,4 +178,4 @@ def merge(parsed: Iterable[Mapping[str, Any]], tool: str) -> Merged:
         "creationInfo": creation, "packages": packages, "relationships": relationships,
         "hasExtractedLicensingInfos": [licenses[k] for k in sorted(licenses)],
     }
-    return Merged(document, image_doc.name, creation, image, contained)
+    return Merged(document, image, contained)
