@@ -80,17 +80,15 @@ def setup_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def _plain(old: Path, new: Path, output: Path) -> int:
-    try:
-        import bsdiff4
-    except ImportError as exc:
-        raise PyvorinError("deltas need the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
+    bsdiff = codec.Bsdiff()
+    bsdiff.check_host()
     for path in (old, new):
         if not path.is_file():
             raise PyvorinError(f"{path}: not found or not a file")
         if path.stat().st_size > PLAIN_LIMIT:
             raise PyvorinError(f"{path}: over 64 MiB; a plain bsdiff needs ~17x that in memory: use --format windowed")
     with atomic_output(output) as handle:
-        handle.write(bsdiff4.diff(old.read_bytes(), new.read_bytes()))
+        handle.write(bsdiff.diff(old.read_bytes(), new.read_bytes()))
     return output.stat().st_size
 
 

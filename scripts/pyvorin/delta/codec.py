@@ -26,7 +26,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -95,7 +95,7 @@ class Bsdiff:
         try:
             import bsdiff4  # noqa: F401
         except ImportError as exc:
-            raise CodecError("bsdiff windows need the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
+            raise CodecError("bsdiff needs the bsdiff4 package: pip install 'pyvorin[delta]'") from exc
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ def get(name: str, *, bspatch: str | None = None) -> Codec:
     if codec is None:
         raise CodecError(f"unknown delta codec {name!r} (this applier knows: {', '.join(sorted(CODECS))})")
     if bspatch is not None and isinstance(codec, Bsdiff):
-        return Bsdiff(bspatch=bspatch)
+        return replace(codec, bspatch=bspatch)
     if bspatch is not None and isinstance(codec, Smallest):
-        return Smallest(bsdiff=Bsdiff(bspatch=bspatch), zstd=codec.zstd, low=codec.low, high=codec.high)
+        return replace(codec, bsdiff=replace(codec.bsdiff, bspatch=bspatch))
     return codec
