@@ -3,7 +3,9 @@ BitBake parse itself is scripts/layer-gate.sh)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -270,8 +272,6 @@ def test_delta_applier_recipe_ships_the_release_tools_applier() -> None:
 
 def test_production_checks_certificates_with_the_release_tool(cli, keys, tmp_path: Path) -> None:
     """`pyvorin keys check --production`, which a production swupdate build runs on the CA it installs."""
-    import shutil
-
     for cert in (keys.ca, keys.cert):
         result = cli("keys", "check", "--production", cert)
         assert result.returncode == 2 and "development certificate (OU=pyvorin-dev)" in result.stderr
@@ -287,19 +287,16 @@ def test_production_checks_certificates_with_the_release_tool(cli, keys, tmp_pat
     relabelled = tmp_path / "relabelled"
     shutil.copytree(keys.directory, relabelled)
     manifest = relabelled / "manifest.json"
-    text = manifest.read_text()
-    prod_manifest = (prod / "manifest.json").read_text()
-    import json as json_
-
-    dev_entries = json_.loads(text)
-    prod_ca = next(e for e in json_.loads(prod_manifest)["entries"] if e["file"] == "swupdate/ca.crt")
+    dev_entries = json.loads(manifest.read_text())
+    prod_ca = next(e for e in json.loads((prod / "manifest.json").read_text())["entries"]
+                   if e["file"] == "swupdate/ca.crt")
     dev_entries["entries"].append({**prod_ca, "file": "swupdate/other-ca.crt", "dev": True})
-    manifest.write_text(json_.dumps(dev_entries))
+    manifest.write_text(json.dumps(dev_entries))
     shutil.copy(prod / "swupdate/ca.crt", relabelled / "swupdate/other-ca.crt")
     result = cli("keys", "check", "--production", relabelled / "swupdate/other-ca.crt")
     assert result.returncode == 2 and "marked dev in" in result.stderr
+    (tmp_path / "junk.crt").write_text("not a certificate\n")
     for bad in (tmp_path / "missing.crt", tmp_path / "junk.crt"):
-        (tmp_path / "junk.crt").write_text("not a certificate\n")
         result = cli("keys", "check", "--production", bad)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert cli("keys", "check", prod / "swupdate/ca.crt").returncode == 2, "--production is required"

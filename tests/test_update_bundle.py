@@ -29,7 +29,7 @@ import pytest
 
 import create_spdx
 import layer_gate
-from helpers import ROOT, require, require_module, unavailable, write_image
+from helpers import require, require_module, unavailable, write_image
 
 pytestmark = [pytest.mark.gate]
 
@@ -96,6 +96,8 @@ class Task:
     fstype: str
     version: str
     previous: str
+    #: The environment ``pyvorin`` runs in (the cli fixture's: scrubbed, this tree's tool).
+    env: dict[str, str]
 
     def spec(self, name: str = "release.json") -> dict:  # type: ignore[type-arg]
         return json.loads((self.base / "work" / name).read_text())
@@ -109,17 +111,16 @@ class Task:
         tool.parent.mkdir(exist_ok=True)
         tool.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pyvorin "$@"\n')
         tool.chmod(0o755)
-        env = {"PYTHONPATH": str(ROOT / "scripts"), "HOME": str(self.base), "LC_ALL": "C.UTF-8"}
         command = f'set -e; . "{self.base / script}"; export PATH="{tool.parent}:/usr/bin:/bin"; ' \
                   f'cd "{self.base / "work"}"; do_deploy'
-        return subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=600,
+        return subprocess.run(["bash", "-c", command], env=self.env, capture_output=True, text=True, timeout=600,
                               check=False)
 
     def deployed(self) -> list[str]:
         return sorted(os.listdir(self.base / "deploy"))
 
 
-def _task(run: layer_gate.GateRun, directory: Path, keys, new: bytes, old: bytes) -> Task:  # type: ignore[no-untyped-def]
+def _task(run: layer_gate.GateRun, directory: Path, cli, keys, new: bytes, old: bytes) -> Task:  # type: ignore[no-untyped-def]
     """The task's inputs as a build would leave them: the image (compressed as the spec says) and
     its SBOM in the deploy directory, the previous release's image, the signing keys."""
     assert run.bundle is not None and (run.bundle / "paths.json").is_file(), f"{run.machine}: no bundle task exported"
@@ -128,7 +129,8 @@ def _task(run: layer_gate.GateRun, directory: Path, keys, new: bytes, old: bytes
     for path in directory.rglob("*"):
         if path.is_file() and path.suffix in (".sh", ".json") or path.name in ("delta-from", "version"):
             path.write_text(path.read_text().replace(paths["base"], str(directory)))
-    task = Task(directory, run.machine, paths["image_link"], paths["fstype"], paths["version"], paths["previous"])
+    task = Task(directory, run.machine, paths["image_link"], paths["fstype"], paths["version"], paths["previous"],
+                cli.env)
     assert task.fstype == "ext4.gz"
     (directory / "deploy-images" / f"{task.link}.ext4.gz").write_bytes(gzip.compress(new, mtime=0))
     (directory / "previous" / f"{task.link}.ext4.gz").write_bytes(gzip.compress(old, mtime=0))
@@ -165,8 +167,8 @@ def _to_sandbox(spec: dict, machine: str, slots: dict[str, str], sandbox) -> dic
 
 @pytest.mark.swupdate
 @pytest.mark.usefixtures("device_swupdate")
-def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict[str, layer_gate.GateRun], keys,
-                                                                     tmp_path: Path, delta_env) -> None:
+def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict[str, layer_gate.GateRun], cli,
+                                                                     keys, tmp_path: Path, delta_env) -> None:
     from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
 
     require_module("bsdiff4")
@@ -174,7 +176,7 @@ def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict
     run = gated[machine]
     assert run.slot_map is not None
     old, new = _images(tmp_path)
-    task = _task(run, tmp_path / "task", keys, new, old)
+    task = _task(run, tmp_path / "task", cli, keys, new, old)
     spec, delta_spec = task.spec(), task.spec("release-delta.json")
     assert spec["version"] == delta_spec["version"] == task.version
     assert delta_spec["description"] == f"Pyvorin Edge OS for {machine} (delta from {task.previous})"
@@ -216,7 +218,7 @@ def test_the_class_task_leaves_the_jetson_bundle_unsigned_for_the_sign_job(gated
     require_module("bsdiff4")
     machine = "jetson-orin-nano-devkit"
     old, new = _images(tmp_path)
-    task = _task(gated[machine], tmp_path / "task", keys, new, old)
+    task = _task(gated[machine], tmp_path / "task", cli, keys, new, old)
     (task.base / "keys/signer.key").unlink()  # the build host never has it
     result = task.run("do_deploy-unsigned.sh")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
