@@ -92,12 +92,11 @@ say "bitbake -g pyvorin-image: $(wc -l < "$out/pn-buildlist") recipes"
 bitbake -e pyvorin-update-image > "$env_dump"
 # bitbake -e writes VAR="value" with each " escaped; the spec is one line of JSON.
 value PYVORIN_BUNDLE_SPEC | sed 's/\\"/"/g' > "$out/bundle-spec.json"
-value PYVORIN_BUNDLE_DELTA_SPEC | sed 's/\\"/"/g' > "$out/bundle-delta-spec.json"
 for variable in PYVORIN_SLOT_A_DEVICE PYVORIN_SLOT_B_DEVICE PYVORIN_DATA_DEVICE PYVORIN_BOOT_DEVICE \
         PYVORIN_SLOT_A_PART PYVORIN_SLOT_B_PART PYVORIN_HW_REVISION PYVORIN_SOFTWARE_SET; do
     printf '%s=%s\n' "$variable" "$(value "$variable")"
 done > "$out/slot-map.txt"
-say "bitbake -e pyvorin-update-image: PYVORIN_BUNDLE_SPEC, $(wc -c < "$out/bundle-spec.json") bytes, and the delta's"
+say "bitbake -e pyvorin-update-image: PYVORIN_BUNDLE_SPEC, $(wc -c < "$out/bundle-spec.json") bytes"
 # ... and the bundle task itself, with its prefunc's output, for the same test.
 "$(dirname "$0")/layer-gate-bundle.py" "$out/bundle"
 

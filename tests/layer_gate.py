@@ -73,8 +73,6 @@ class GateRun:
     install: Path | None = None
     #: The release spec pyvorin_bundle.bbclass writes for this machine (PYVORIN_BUNDLE_SPEC).
     bundle_spec: dict | None = None  # type: ignore[type-arg]
-    #: ... and of its delta bundle (PYVORIN_BUNDLE_DELTA_SPEC), the delta at ${B}/rootfs.pyvd.
-    bundle_delta_spec: dict | None = None  # type: ignore[type-arg]
     #: The slot map and release variables as the update image sees them (name -> value).
     slot_map: dict[str, str] | None = None
     #: pyvorin-update-image's do_deploy and its prefunc's output (scripts/layer-gate-bundle.py).
@@ -213,7 +211,6 @@ def _read(out: Path, machine: str) -> GateRun:
                    recipes=frozenset((out / "pn-buildlist").read_text().split()), packages=packages,
                    install=out / "install" if (out / "install").is_dir() else None,
                    bundle_spec=json.loads((out / "bundle-spec.json").read_text()),
-                   bundle_delta_spec=json.loads((out / "bundle-delta-spec.json").read_text()),
                    slot_map=dict(line.split("=", 1) for line in (out / "slot-map.txt").read_text().splitlines()),
                    bundle=out / "bundle")
 
@@ -285,8 +282,7 @@ def run(machine: str) -> GateRun:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     (work / "gate.log").write_text(log)
-    for name in ("packages.txt", "pn-buildlist", "bundle-spec.json", "bundle-delta-spec.json",
-                 "slot-map.txt"):
+    for name in ("packages.txt", "pn-buildlist", "bundle-spec.json", "slot-map.txt"):
         shutil.copy(build / f"build-{machine}" / "gate-out" / name, work / name)
     exported = build / f"build-{machine}" / "gate-out" / "install"
     if exported.is_dir():

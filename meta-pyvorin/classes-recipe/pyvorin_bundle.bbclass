@@ -158,38 +158,41 @@ def pyvorin_bundle_check_signing(d):
 
 # The version is the one the image stamped into its os-release (IMAGE_VERSION,
 # deployed as <image>.version): the device compares the two with -N and -R.
-python pyvorin_bundle_write_spec () {
-    import json, os
-    path = os.path.join(d.getVar('DEPLOY_DIR_IMAGE'), d.getVar('PYVORIN_BUNDLE_IMAGE_LINK') + '.version')
+def pyvorin_bundle_release_version(path, what):
+    """The release version in a deployed <image>.version file; the build stops without one."""
     try:
         with open(path) as handle:
-            version = handle.read().strip()
+            return handle.read().strip()
     except OSError as exc:
-        bb.fatal("pyvorin-bundle: cannot read the image's release version: %s" % exc)
+        bb.fatal("pyvorin-bundle: cannot read %s: %s" % (what, exc))
+
+python pyvorin_bundle_write_spec () {
+    import json, os
+    work = d.getVar('B')
+
+    def write(name, content):
+        with open(os.path.join(work, name), 'w') as handle:
+            handle.write(content if isinstance(content, str) else json.dumps(content, indent=2, sort_keys=True))
+
+    version = pyvorin_bundle_release_version(
+        os.path.join(d.getVar('DEPLOY_DIR_IMAGE'), d.getVar('PYVORIN_BUNDLE_IMAGE_LINK') + '.version'),
+        "the image's release version")
     pyvorin_bundle_check_signing(d)
-    spec = pyvorin_bundle_spec(d, version)
-    with open(os.path.join(d.getVar('B'), 'release.json'), 'w') as handle:
-        json.dump(spec, handle, indent=2, sort_keys=True)
-    with open(os.path.join(d.getVar('B'), 'version'), 'w') as handle:
-        handle.write(version + '\n')
+    write('release.json', pyvorin_bundle_spec(d, version))
+    write('version', version + '\n')
     old = d.getVar('PYVORIN_DELTA_FROM')
     if old:
         base = old[:-len('.gz')] if old.endswith('.gz') else old
         if not base.endswith('.ext4') or not os.path.isfile(old):
             bb.fatal("PYVORIN_DELTA_FROM = '%s': not the .ext4 or .ext4.gz image of an earlier release" % old)
-        try:
-            with open(base[:-len('.ext4')] + '.version') as handle:
-                old_version = handle.read().strip()
-        except OSError as exc:
-            bb.fatal("PYVORIN_DELTA_FROM: no release version beside the image: %s" % exc)
+        old_version = pyvorin_bundle_release_version(base[:-len('.ext4')] + '.version',
+                                                     "the release version beside PYVORIN_DELTA_FROM")
         if old_version == version:
             bb.fatal("PYVORIN_DELTA_FROM is release %s, the one being built" % version)
-        delta_spec = pyvorin_bundle_spec(d, version, os.path.join(d.getVar('B'), 'rootfs.pyvd'))
+        delta_spec = pyvorin_bundle_spec(d, version, os.path.join(work, 'rootfs.pyvd'))
         delta_spec['description'] += ' (delta from %s)' % old_version
-        with open(os.path.join(d.getVar('B'), 'release-delta.json'), 'w') as handle:
-            json.dump(delta_spec, handle, indent=2, sort_keys=True)
-        with open(os.path.join(d.getVar('B'), 'delta-from'), 'w') as handle:
-            handle.write(old_version + '\n')
+        write('release-delta.json', delta_spec)
+        write('delta-from', old_version + '\n')
 }
 pyvorin_bundle_write_spec[doc] = "Writes the release spec and the version of the bundle into B"
 
