@@ -471,8 +471,6 @@ PATCH_TOOL_SHIM = """#!/bin/sh
 # bench_delta: records the peak RSS of every {name} the applier starts
 exec /usr/bin/time -a -o "{log}" -f "%M %e %x" "{tool}" "$@"
 """
-#: The programs the applier runs for a window, by codec (pyvorin/delta/codec.py).
-PATCH_TOOLS = ("bspatch", "zstd")
 
 
 def apply_side(inputs: Inputs, results: dict[str, Result], py: str, args: argparse.Namespace
@@ -484,7 +482,11 @@ def apply_side(inputs: Inputs, results: dict[str, Result], py: str, args: argpar
     shim_dir.mkdir(exist_ok=True)
     shim_log = inputs.run / "patch-children.log"
     shim_log.unlink(missing_ok=True)
-    for name in PATCH_TOOLS:
+    # The programs the applier runs for the default codec's windows, as it finds them on PATH.
+    sys.path.insert(0, str(REPO / "scripts"))
+    from pyvorin.delta import codec
+
+    for name in codec.get(codec.DEFAULT).tools:
         tool = shutil.which(name) or f"/usr/bin/{name}"
         (shim_dir / name).write_text(PATCH_TOOL_SHIM.format(log=shim_log, name=name, tool=tool))
         (shim_dir / name).chmod(0o755)
@@ -574,7 +576,7 @@ def print_apply(rows: list[tuple[Result, str, str]], children: list[tuple[int, f
         kid, kid_name, kids = r.child_hwm()
         split = f"{mib(r.main_hwm())} / " + (f"{mib(kid)} ({kid_name})" if kids else "–")
         if children and "pyvorin" in r.label:
-            split = f"{mib(r.main_hwm())} / bspatch {mib(max(c[0] for c in children))} (exact, {extra})"
+            split = f"{mib(r.main_hwm())} / bspatch/zstd {mib(max(c[0] for c in children))} (exact, {extra})"
         wall = f"> {r.wall:.0f} (killed)" if r.timed_out else f"{r.wall:.1f}"
         print(f"| {r.label} | {wall} | {r.user + r.sys:.1f} | {mib(r.maxrss)} | {split} | {verified} |")
 
