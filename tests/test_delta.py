@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyvorin.delta.apply import apply_delta, check_delta
+from pyvorin.delta.codec import DEFAULT
 from pyvorin.delta.container import DeltaError
 from pyvorin.delta.make import WORKER_BYTES, BlockIndex, main_bytes, make_delta, workers_for
 
@@ -21,11 +22,10 @@ from helpers import require, require_module
 require_module("bsdiff4")
 
 
-def _roundtrip(tmp: Path, old: bytes, new: bytes, slot_fill: bytes = b"\x5a", codec_name: str | None = None) -> Path:
+def _roundtrip(tmp: Path, old: bytes, new: bytes, slot_fill: bytes = b"\x5a", codec_name: str = DEFAULT) -> Path:
     (tmp / "old").write_bytes(old)
     (tmp / "new").write_bytes(new)
-    kwargs = {"codec_name": codec_name} if codec_name else {}
-    report = make_delta(tmp / "old", tmp / "new", tmp / "d.pyvd", **kwargs)
+    report = make_delta(tmp / "old", tmp / "new", tmp / "d.pyvd", codec_name=codec_name)
     assert report.new_size == len(new)
     target = tmp / "slot"
     target.write_bytes(slot_fill * (len(new) + 8192))  # a slot is larger than the image
