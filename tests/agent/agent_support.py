@@ -1,6 +1,6 @@
 """Plain helpers for the edge agent and pyvorin-verify-deployment tests (fixtures
-live in conftest.py): both programs run from their recipe's files/ directory,
-as the image installs them, in a scrubbed environment, against fixture /proc
+live in conftest.py): both programs run from their project's directory in the
+layer (the package the recipe builds its wheel from), in a scrubbed environment, against fixture /proc
 and /sys files in a temp dir."""
 
 
@@ -27,8 +27,9 @@ import pytest
 from helpers import ROOT
 
 RECIPES = ROOT / "meta-pyvorin" / "recipes-pyvorin"
-AGENT_SRC = RECIPES / "pyvorin-edge-agent" / "files"
-VERIFY_SRC = RECIPES / "pyvorin-verify-deployment" / "files"
+#: The device's Python projects (pyproject.toml, the package, bin/ with the device's launcher).
+AGENT_SRC = RECIPES / "pyvorin-edge-agent" / "files" / "pyvorin-edge-agent"
+VERIFY_SRC = RECIPES / "pyvorin-verify-deployment" / "files" / "pyvorin-verify-deployment"
 SERVICE_FILES = RECIPES / "pyvorin-edge-service" / "files"
 
 for _src in (AGENT_SRC, VERIFY_SRC):

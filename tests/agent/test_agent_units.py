@@ -189,8 +189,8 @@ def _rdepends(recipe: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("package", "recipe"), [
-    (AGENT_SRC / "pyvorin_edge_agent", RECIPES / "pyvorin-edge-agent/pyvorin-edge-agent_1.0.bb"),
-    (VERIFY_SRC / "pyvorin_verify_deployment", RECIPES / "pyvorin-verify-deployment/pyvorin-verify-deployment_1.0.bb"),
+    (AGENT_SRC / "pyvorin_edge_agent", RECIPES / "pyvorin-edge-agent/pyvorin-edge-agent_1.0.0.bb"),
+    (VERIFY_SRC / "pyvorin_verify_deployment", RECIPES / "pyvorin-verify-deployment/pyvorin-verify-deployment_1.0.0.bb"),
 ])
 def test_rdepends_cover_every_import(package: Path, recipe: Path) -> None:
     dotted = _imported_modules(package)
@@ -212,15 +212,17 @@ def test_rdepends_cover_every_import(package: Path, recipe: Path) -> None:
     assert rdepends <= needed, f"{recipe.name}: RDEPENDS has unneeded {sorted(rdepends - needed)}"
 
 
-@pytest.mark.parametrize("launcher", [AGENT_SRC / "pyv-edge-agent",
-                                      VERIFY_SRC / "pyvorin-verify-deployment"])
-def test_launchers_run_isolated(launcher: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("launcher", "package"), [(AGENT_SRC / "bin/pyv-edge-agent", "pyvorin_edge_agent"),
+                                                   (VERIFY_SRC / "bin/pyvorin-verify-deployment",
+                                                    "pyvorin_verify_deployment")])
+def test_launchers_run_isolated(launcher: Path, package: str, tmp_path: Path) -> None:
     # -I: no PYTHONPATH or user site can change what runs; -B: no .pyc on the read-only root.
     assert launcher.read_text().startswith("#!/usr/bin/python3 -IB\n")
     assert launcher.stat().st_mode & 0o111
-    # As installed: the package beside nothing but the interpreter's own path.
+    # The package beside the launcher and nothing but the interpreter's own path.
     site = tmp_path / "site"
-    shutil.copytree(launcher.parent, site)
+    shutil.copytree(launcher.parents[1] / package, site / package)
+    shutil.copy2(launcher, site)
     result = subprocess.run([sys.executable, "-B", str(site / launcher.name), "--version"], capture_output=True,
                             text=True, env={"PATH": "/usr/bin:/bin"}, check=False)
     assert result.returncode == 0 and result.stdout.strip().endswith("1.0.0"), result.stderr

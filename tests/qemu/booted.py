@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyvorin_devsim import cache, device_swupdate
-from qemu import guest, system, vm
+from qemu import guest, oe_native, system, vm
 from qemu.device import Device, Firmware
 from qemu.disk import Layout, make_ext4
 from qemu.errors import HarnessError
@@ -25,7 +25,7 @@ from qemu.errors import HarnessError
 from helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The administrator the layer gate configures (PYVORIN_ADMIN_USER in scripts/layer-gate.sh).
+#: The administrator the layer gate configures (PYVORIN_ADMIN_USER in scripts/layer-gate.py).
 ADMIN = "edgeadmin"
 #: Root slots hold the Debian stand-in (~340 MiB); /data the /etc overlay, journal and agent state.
 LAYOUT = Layout(boot=64, root=448, data=192)
@@ -129,7 +129,7 @@ def slot_images(exported: Path, keys: DeviceKeys, kernel: guest.Kernel, old: str
 
     inputs = cache.key(_tree_digest(exported), *system._debian_command(Path("T")), keys.ca.read_bytes(), keys.fleet_ca.read_bytes(),
                        kernel.initrd.read_bytes(), device_swupdate.build(device_swupdate.ARM64).root.name,
-                       (Path(__file__).with_name("system.py")).read_bytes(), Path(__file__).read_bytes(), old, new)
+                       (Path(__file__).with_name("system.py")).read_bytes(), *oe_native.inputs(), Path(__file__).read_bytes(), old, new)
     out = cache.entry("device-slots", inputs, build)
     return Slots(out / f"rootfs-{old}.ext4", out / f"rootfs-{new}.ext4", old, new,
                  seconds[0] if seconds else None, out / "rootfs-broken.ext4")

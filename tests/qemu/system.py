@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyvorin_devsim import cache, device_swupdate
-from qemu import guest
+from qemu import guest, oe_native
 from qemu.errors import HarnessError
 from qemu.host import run
 
@@ -157,6 +157,8 @@ class Recipe:
     install_dir: str
     compile_dir: str
     packages: tuple[Package, ...]
+    #: The installer scheme of a python_pep517 recipe (where its wheel goes), else None.
+    python_scheme: dict[str, str] | None = None
 
     @classmethod
     def load(cls, path: Path) -> Recipe:
@@ -166,7 +168,7 @@ class Recipe:
                          for p in info["packages"])
         return cls(path, info["recipe"], info.get("sources_only", False), info["S"], info["B"], info["D"],
                    info["install_dir"].split()[-1],
-                   info["compile_dir"].split()[-1], packages)
+                   info["compile_dir"].split()[-1], packages, info.get("python_scheme"))
 
     def installed(self) -> list[Package]:
         return [p for p in self.packages if p.installed]
@@ -372,11 +374,14 @@ def install_recipe(recipe: Recipe, tree: Path, keys: Keys, device: device_swupda
         image = stage / "image"        # a Python do_install, run by the gate
     else:
         image = tree / recipe.image_dir.lstrip("/")
+        path = "export PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+        if recipe.python_scheme is not None:    # python_pep517: nativepython3 builds and installs the wheel
+            path = f"export PATH={oe_native.stage(tree, TARGET_WORKDIR)}:/usr/sbin:/usr/bin:/sbin:/bin"
         steps = ["set -e"]
         if (stage / "do_compile.sh").exists() and recipe.name not in PREBUILT:
-            steps += [f". {inside}/do_compile.sh", "export PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+            steps += [f". {inside}/do_compile.sh", path, *oe_native.environment(recipe.python_scheme),
                       f"mkdir -p {recipe.compile_dir}", f"cd {recipe.compile_dir}", "do_compile"]
-        steps += [f". {inside}/do_install.sh", "export PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+        steps += [f". {inside}/do_install.sh", path, *oe_native.environment(recipe.python_scheme)]
         if recipe.name == "swupdate":
             steps.append(_SWUPDATE_MAKE_INSTALL % {"D": recipe.image_dir, "W": inside})
         steps += [f"rm -rf {recipe.image_dir}", f"mkdir -p {recipe.image_dir} {recipe.install_dir}",

@@ -10,32 +10,28 @@ SECTION = "console/utils"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-SRC_URI = "file://pyvorin_edge_agent/ \
-           file://pyv-edge-agent \
-           "
+# The agent is a Python project of its own (pyproject.toml), kept in this
+# layer so the layer builds on its own (README.md, "Where the sources live").
+SRC_URI = "file://pyvorin-edge-agent/"
 
-S = "${WORKDIR}"
+S = "${WORKDIR}/pyvorin-edge-agent"
 
-inherit allarch python3-dir python3native
+inherit python_setuptools_build_meta
 
-do_configure[noexec] = "1"
-do_compile[noexec] = "1"
+# Bytecode is compiled below, by hash: the read-only root cannot cache it at
+# run time, and unchecked-hash pycs do not depend on file times
+# (reproducible); -s/-p record the path on the device, not the build directory.
+INSTALL_WHEEL_COMPILE_BYTECODE = "--no-compile-bytecode"
 
-do_install() {
-    install -d ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_edge_agent
-    install -m 0644 ${S}/pyvorin_edge_agent/*.py ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_edge_agent/
-    # Compiled here because the read-only root cannot cache bytecode at run
-    # time; unchecked-hash pycs do not depend on file times (reproducible), and
-    # -s/-p record the path on the device, not the build directory.
-    ${PYTHON} -m compileall -q --invalidation-mode unchecked-hash -s ${D} -p / \
+do_install:append() {
+    ${PYTHON} -m compileall -q -f --invalidation-mode unchecked-hash -s ${D} -p / \
         ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_edge_agent
-    install -d ${D}${bindir}
-    install -m 0755 ${S}/pyv-edge-agent ${D}${bindir}/pyv-edge-agent
+    # The device's entry point is the project's launcher (python3 -IB: nothing
+    # outside the image changes what runs), not a generated console script.
+    install -D -m 0755 ${S}/bin/pyv-edge-agent ${D}${bindir}/pyv-edge-agent
 }
 
-FILES:${PN} += "${bindir}/pyv-edge-agent \
-                ${PYTHON_SITEPACKAGES_DIR}/pyvorin_edge_agent \
-                "
+FILES:${PN} += "${bindir}/pyv-edge-agent"
 
 # The standard library modules the agent imports, by their oe-core package.
 RDEPENDS:${PN} = "python3-core \

@@ -8,32 +8,25 @@ SECTION = "console/utils"
 LICENSE = "MIT"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 
-SRC_URI = "file://pyvorin_verify_deployment/ \
-           file://pyvorin-verify-deployment \
-           "
+# A Python project of its own (pyproject.toml), kept in this layer so the
+# layer builds on its own (README.md, "Where the sources live").
+SRC_URI = "file://pyvorin-verify-deployment/"
 
-S = "${WORKDIR}"
+S = "${WORKDIR}/pyvorin-verify-deployment"
 
-inherit allarch python3-dir python3native
+inherit python_setuptools_build_meta
 
-do_configure[noexec] = "1"
-do_compile[noexec] = "1"
+# Bytecode is compiled below, by hash: the read-only root cannot cache it at run time.
+INSTALL_WHEEL_COMPILE_BYTECODE = "--no-compile-bytecode"
 
-do_install() {
-    install -d ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_verify_deployment/checks
-    install -m 0644 ${S}/pyvorin_verify_deployment/*.py ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_verify_deployment/
-    install -m 0644 ${S}/pyvorin_verify_deployment/checks/*.py \
-        ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_verify_deployment/checks/
-    # Bytecode compiled here: the read-only root cannot cache it at run time.
-    ${PYTHON} -m compileall -q --invalidation-mode unchecked-hash -s ${D} -p / \
+do_install:append() {
+    ${PYTHON} -m compileall -q -f --invalidation-mode unchecked-hash -s ${D} -p / \
         ${D}${PYTHON_SITEPACKAGES_DIR}/pyvorin_verify_deployment
-    install -d ${D}${sbindir}
-    install -m 0755 ${S}/pyvorin-verify-deployment ${D}${sbindir}/pyvorin-verify-deployment
+    # The launcher (python3 -IB), not a generated console script.
+    install -D -m 0755 ${S}/bin/pyvorin-verify-deployment ${D}${sbindir}/pyvorin-verify-deployment
 }
 
-FILES:${PN} += "${sbindir}/pyvorin-verify-deployment \
-                ${PYTHON_SITEPACKAGES_DIR}/pyvorin_verify_deployment \
-                "
+FILES:${PN} += "${sbindir}/pyvorin-verify-deployment"
 
 RDEPENDS:${PN} = "python3-core \
                   python3-crypt \
