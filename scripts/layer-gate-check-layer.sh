@@ -1,5 +1,5 @@
 #!/bin/bash
-# yocto-check-layer on meta-pyvorin (called by scripts/layer-gate.sh after the
+# yocto-check-layer on meta-pyvorin (called by scripts/layer-gate.py after the
 # machine runs checked out the pinned layers into WORK): a plain poky build
 # directory, then the layer added with its recommended layers; the layer must
 # not change any signature until its distro is selected.

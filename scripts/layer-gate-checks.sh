@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs inside `kas shell` for one machine (called by scripts/layer-gate.sh):
+# Runs inside `kas shell` for one machine (called by scripts/layer-gate.py):
 # parse, check the image's configuration, dry-run the image and the bundle.
 set -euo pipefail
 

@@ -1,6 +1,6 @@
 """The BitBake layer gate, run by the tests from the pinned layers in ../shared/upstream.
 
-``scripts/layer-gate.sh MACHINE`` parses meta-pyvorin with the six pinned
+``scripts/layer-gate.py MACHINE`` parses meta-pyvorin with the six pinned
 scarthgap layers through kas, checks the image's configuration (``bitbake -e``),
 dry-runs both images (``bitbake -n``) and records what ``pyvorin-image``
 installs (``bitbake -g`` and scripts/layer-gate-closure.py). This module gives it
@@ -26,30 +26,46 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import types
 from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 from pyvorin_devsim import cache
 from pyvorin_devsim.device_swupdate import LAYERS_TAR, UPSTREAM
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("poky", "meta-openembedded", "meta-swupdate", "meta-security", "meta-raspberrypi", "meta-tegra")
-#: The machines CI gates (raspberrypi5 shares the Pi's metadata; scripts/layer-gate.sh runs it by hand).
+GATE = ROOT / "scripts" / "layer-gate.py"
+
+
+def _gate_module() -> types.ModuleType:
+    """scripts/layer-gate.py, whose kas reader says which machines and pinned repositories there are."""
+    spec = importlib.util.spec_from_file_location("pyvorin_layer_gate", GATE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+gate = _gate_module()
+#: The machines CI gates (raspberrypi5 shares the Pi's metadata; scripts/layer-gate.py runs it by hand).
 MACHINES = ("raspberrypi4-64", "jetson-orin-nano-devkit")
+#: Every repository a machine builds with, by its kas name (the snapshot holds each).
+LAYERS = tuple(sorted({repo.name for machine in gate.machines().values() for repo in machine.repos}))
 CONTENTS = ROOT / "tests" / "image-contents"
 USER = os.environ.get("PYVORIN_GATE_USER", "builder")
 KAS = os.environ.get("KAS", "/opt/kas-venv/bin/kas")
 #: Everything a gate run reads from this tree.
 INPUT_DIRS = ("meta-pyvorin", "kas")
-INPUT_FILES = ("scripts/layer-gate.sh", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py",
+INPUT_FILES = ("scripts/layer-gate.py", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py",
                "scripts/layer-gate-install.py", "scripts/layer-gate-bundle.py")
 TIMEOUT = 3600
 
@@ -95,14 +111,12 @@ def snapshot() -> Path:
 
 
 def pins() -> dict[str, str]:
-    """Repository name -> the commit the kas files pin it to."""
+    """Repository name -> the commit the kas files pin it to (as the gate reads them)."""
     found: dict[str, str] = {}
-    for path in [ROOT / "kas/pyvorin.yml", *sorted((ROOT / "kas/bsp").glob("*.yml"))]:
-        for name, repo in (yaml.safe_load(path.read_text()).get("repos") or {}).items():
-            if repo and "commit" in repo:
-                if found.get(name, repo["commit"]) != repo["commit"]:
-                    raise GateError(f"{name} is pinned to two commits ({found[name]}, {repo['commit']})")
-                found[name] = repo["commit"]
+    for machine in gate.machines().values():
+        for repo in machine.repos:
+            if found.setdefault(repo.name, repo.commit) != repo.commit:
+                raise GateError(f"{repo.name} is pinned to two commits ({found[repo.name]}, {repo.commit})")
     return found
 
 
@@ -265,18 +279,13 @@ def run(machine: str) -> GateRun:
     build = root / "build"
     env = {**os.environ, "PYVORIN_LAYERS": str(layers()), "PYVORIN_GATE_BUILD": str(build),
            "PYVORIN_GATE_SKIP_CHECK_LAYER": "1", "PYVORIN_GATE_USER": USER, "KAS": KAS,
-           "PYVORIN_GATE_REPO": str(ROOT), "PYVORIN_GATE_ADMIN_KEY": str(admin_key().with_suffix(".pub"))}
-    # bash reads a script as it runs it: run a copy, so an edit of the tree
-    # during the run cannot change the running script.
-    with tempfile.NamedTemporaryFile("w", suffix=".sh") as script:
-        script.write((ROOT / "scripts/layer-gate.sh").read_text())
-        script.flush()
-        result = subprocess.run(["bash", script.name, machine], env=env, capture_output=True, text=True,
-                                timeout=TIMEOUT, cwd=ROOT)
+           "PYVORIN_GATE_ADMIN_KEY": str(admin_key().with_suffix(".pub"))}
+    result = subprocess.run([sys.executable, str(GATE), machine], env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT, cwd=ROOT)
     log_path = build / f"{machine}.log"
     log = log_path.read_text(errors="replace") if log_path.exists() else ""
     if result.returncode != 0 or "LAYER GATE SKIPPED" in result.stdout:
-        raise GateError(f"scripts/layer-gate.sh {machine} failed ({result.returncode}):\n{result.stdout}"
+        raise GateError(f"scripts/layer-gate.py {machine} failed ({result.returncode}):\n{result.stdout}"
                         f"{result.stderr}")
     work = root / f".result-{machine}.partial"
     shutil.rmtree(work, ignore_errors=True)

@@ -1,5 +1,5 @@
 """Static rules of the layer and the kas tree (CI has no upstream layers; the
-BitBake parse itself is scripts/layer-gate.sh)."""
+BitBake parse itself is scripts/layer-gate.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,10 +201,70 @@ def test_slot_selection_script_picks_the_other_slot(tmp_path: Path) -> None:
 
 
 def test_gate_skips_loudly_without_layers(tmp_path: Path) -> None:
-    result = subprocess.run(["bash", ROOT / "scripts" / "layer-gate.sh"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, ROOT / "scripts" / "layer-gate.py"], capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "PYVORIN_LAYERS": str(tmp_path / "none")}, check=False)
     assert result.returncode == 0
     assert "LAYER GATE SKIPPED" in result.stdout and "did NOT run" in result.stdout
+
+
+def test_gate_reads_machines_and_pins_from_the_kas_files() -> None:
+    """The gate's machines are kas/machine/'s; each builds with the base's repositories and its
+    BSP's, every one pinned to a commit of a branch, read from the files kas reads."""
+    from layer_gate import gate
+
+    machines = gate.machines()
+    assert sorted(machines) == sorted(yaml.safe_load(p.read_text())["machine"] for p in (KAS / "machine").glob("*.yml"))
+    base = {name for name, spec in yaml.safe_load((KAS / "pyvorin.yml").read_text())["repos"].items() if spec and "url" in spec}
+    for name, machine in machines.items():
+        names = {repo.name for repo in machine.repos}
+        bsp = names - base
+        assert base <= names and len(bsp) == 1, (name, names)
+        assert all(re.fullmatch(r"[0-9a-f]{40}", repo.commit) and repo.branch == "scarthgap" for repo in machine.repos)
+    assert {repo.name for repo in machines["raspberrypi5"].repos} == {repo.name for repo in machines["raspberrypi4-64"].repos}
+
+
+def _kas_tree(root: Path, bsp_commit: str = "b" * 40, extra: str = "") -> Path:
+    (root / "kas/machine").mkdir(parents=True)
+    (root / "kas/bsp").mkdir()
+    head = "header:\n  version: 14\n"
+    (root / "kas/base.yml").write_text(head + "repos:\n  this:\n  poky:\n    url: https://p\n    branch: scarthgap\n"
+                                       "    commit: " + "a" * 40 + "\n")
+    (root / "kas/bsp/b.yml").write_text(head + "repos:\n  meta-b:\n    url: https://b\n    branch: scarthgap\n"
+                                        f"    commit: {bsp_commit}\n" + extra)
+    (root / "kas/machine/m.yml").write_text(head + "  includes:\n    - kas/bsp/b.yml\nmachine: m\n")
+    (root / "kas/m.yml").write_text(head + "  includes:\n    - kas/base.yml\n    - kas/machine/m.yml\n")
+    return root
+
+
+def test_gate_refuses_kas_files_it_cannot_trust(tmp_path: Path) -> None:
+    from layer_gate import gate
+
+    good = _kas_tree(tmp_path / "good")
+    (machine,) = gate.machines(good).values()
+    assert [(r.name, r.commit) for r in machine.repos] == [("meta-b", "b" * 40), ("poky", "a" * 40)]
+    twice = _kas_tree(tmp_path / "twice", extra="  poky:\n    url: https://p\n    branch: scarthgap\n    commit: "
+                      + "c" * 40 + "\n")
+    with pytest.raises(gate.GateError, match="poky is pinned twice"):
+        gate.machines(twice)
+    unpinned = _kas_tree(tmp_path / "unpinned", bsp_commit="")
+    with pytest.raises(gate.GateError, match="meta-b is not pinned"):
+        gate.machines(unpinned)
+    broken = _kas_tree(tmp_path / "broken")
+    (broken / "kas/bsp/b.yml").write_text("repos: [unclosed\n")
+    with pytest.raises(gate.GateError, match="b.yml"):
+        gate.machines(broken)
+    orphan = _kas_tree(tmp_path / "orphan")
+    (orphan / "kas/m.yml").unlink()
+    with pytest.raises(gate.GateError, match="no entry file kas/m.yml"):
+        gate.machines(orphan)
+
+
+def test_gate_writes_no_git_configuration() -> None:
+    """The gate runs as root over clones another user owns: it passes safe.directory per call
+    (git -c), never in a git configuration file outside its work directory."""
+    for path in [ROOT / "scripts/layer-gate.py", *sorted((ROOT / "scripts").glob("layer-gate-*"))]:
+        text = path.read_text()
+        assert not re.search(r"git[\"', ]+config\b|--global|--system", text), path.name
 
 
 

@@ -11,12 +11,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import layer_gate
-from helpers import ROOT, unavailable
+from helpers import unavailable
 
 pytestmark = pytest.mark.gate
 
@@ -114,9 +115,13 @@ def test_a_stale_clone_is_named_not_tested(prerequisites: None, tmp_path: Path) 
         subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "not the pin"], check=True)
     env = {**os.environ, "PYVORIN_LAYERS": str(layers), "PYVORIN_GATE_BUILD": str(tmp_path / "build"),
            "KAS": layer_gate.KAS}
-    result = subprocess.run(["bash", str(ROOT / "scripts/layer-gate.sh"), "raspberrypi4-64"], env=env,
+    result = subprocess.run([sys.executable, str(layer_gate.GATE), "raspberrypi4-64"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
-    assert "stale" in result.stderr and "poky" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "stale" in lines[0], result.stderr
+    # Every repository the machine builds with is named, with its pin; the other BSP is not.
+    for name, commit in layer_gate.pins().items():
+        assert (f"{name} ({commit} on scarthgap)" in lines[0]) == (name != "meta-tegra"), (name, lines[0])
     assert not (tmp_path / "build" / "src").exists(), "nothing ran past the stale clone"
     shutil.rmtree(tmp_path, ignore_errors=True)
