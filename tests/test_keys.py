@@ -89,6 +89,57 @@ def test_jetson_and_rpi_key_formats(keys) -> None:
         assert subprocess.run(["openssl", "rsa", "-check", "-noout", "-in", d / pem], capture_output=True).returncode == 0
 
 
+def test_fit_key_signs_a_fit_configuration_as_uboot_sign_does(cli, keys, tmp_path: Path) -> None:
+    """The FIT key works where oe-core's uboot-sign.bbclass uses it: mkimage signs a FIT
+    configuration with <keydir>/pyvorin-fit.key and writes the public half, from the
+    certificate beside it, into a control device tree as a key U-Boot requires."""
+    require("mkimage", "dtc", "fdtget")
+    fit = keys.directory / "rpi/fit"
+    key = serialization.load_pem_private_key((fit / "pyvorin-fit.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((fit / "pyvorin-fit.crt").read_bytes())
+    assert isinstance(key, rsa.RSAPrivateKey) and cert.public_key() == key.public_key()
+    assert _mode(fit / "pyvorin-fit.key") == 0o600 and _mode(fit) == 0o700
+    # A dev key is marked where a production build looks: the certificate and the manifest.
+    assert cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "pyvorin-dev"
+    refused = cli("keys", "check", "--production", fit / "pyvorin-fit.crt")
+    assert refused.returncode != 0 and "development" in refused.stderr
+    control = tmp_path / "control.dtb"
+    subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", control, "-"], input=b"/dts-v1/;\n/ { };\n", check=True)
+    (tmp_path / "kernel").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "fit.its").write_text(f"""/dts-v1/;
+/ {{
+    description = "test";
+    #address-cells = <1>;
+    images {{
+        kernel-1 {{
+            data = /incbin/("{tmp_path / 'kernel'}");
+            type = "kernel"; arch = "arm64"; os = "linux"; compression = "none";
+            load = <0x40400000>; entry = <0x40400000>;
+            hash-1 {{ algo = "sha256"; }};
+        }};
+    }};
+    configurations {{
+        default = "conf-1";
+        conf-1 {{
+            kernel = "kernel-1";
+            signature-1 {{ algo = "sha256,rsa{key.key_size}"; key-name-hint = "pyvorin-fit"; sign-images = "kernel"; }};
+        }};
+    }};
+}};
+""")
+    signed = subprocess.run(["mkimage", "-f", tmp_path / "fit.its", "-k", fit, "-K", control, "-r", tmp_path / "fit.itb"],
+                            capture_output=True, text=True)
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert "Signature written" in signed.stdout and "Public key written" in signed.stdout
+
+    def get(dtb: Path, node: str, prop: str) -> str:
+        return subprocess.run(["fdtget", dtb, node, prop], capture_output=True, text=True, check=True).stdout.strip()
+
+    assert get(control, "/signature/key-pyvorin-fit", "required") == "conf"
+    assert get(control, "/signature/key-pyvorin-fit", "rsa,num-bits") == str(key.key_size)
+    assert get(tmp_path / "fit.itb", "/configurations/conf-1/signature-1", "key-name-hint") == "pyvorin-fit"
+
+
 def test_never_overwrites_without_force(cli, tmp_path: Path) -> None:
     d = tmp_path / "k"
     cli("keys", "init", d, "--only", "swupdate", "--key-size", "2048", check=True)

@@ -258,16 +258,39 @@ def _plan_tegra(plan: _Plan, options: KeyOptions) -> None:
     ]
 
 
+#: U-Boot's name for the FIT key: mkimage reads <keydir>/<name>.key and .crt (UBOOT_SIGN_KEYNAME).
+FIT_KEY_NAME = "pyvorin-fit"
+
+
 def _plan_rpi(plan: _Plan, options: KeyOptions) -> None:
     key = rsa.generate_private_key(65537, 2048)  # the boot ROM only verifies RSA-2048
     plan.add("rpi/private.pem", _pem_key(key, None, traditional=True), private=True)
     plan.add("rpi/public.pem", _pub_pem(key), private=False)
     fp = spki_fingerprint(key.public_key())
+    # The next link of the chain: U-Boot (inside the signed boot.img) verifies the
+    # slot's FIT with this key's public half, which sits in its control device tree.
+    # U-Boot verifies RSA up to 4096 bits; mkimage wants the key unencrypted and a
+    # certificate beside it (its -K step takes the public key from the certificate).
+    fit_bits = min(options.rsa_bits, 4096)
+    fit_key = rsa.generate_private_key(65537, fit_bits)
+    fit_name = _name(options, f"{options.organization} FIT signer")
+    fit_cert = _certificate(fit_name, fit_key, fit_name, fit_key,
+                            KeyOptions(options.directory, dev=options.dev, purpose=Purpose.CODE, days=options.days,
+                                       organization=options.organization), ca=False)
+    plan.add(f"rpi/fit/{FIT_KEY_NAME}.key", _pem_key(fit_key, None, traditional=True), private=True)
+    plan.add(f"rpi/fit/{FIT_KEY_NAME}.crt", _cert_pem(fit_cert), private=False)
+    fit_fp = spki_fingerprint(fit_key.public_key())
     plan.entries += [
         ManifestEntry("rpi/private.pem", "Raspberry Pi secure boot signing key (boot.sig, EEPROM)", "RSA-2048", fp,
                       True, "RPI_SIGNING_KEY (rpi-eeprom-digest -k, rpi-sign-bootcode)", options.dev),
         ManifestEntry("rpi/public.pem", "Raspberry Pi secure boot public key (OTP via rpi-eeprom-config --pubkey)",
                       "RSA-2048", fp, False, "rpi-eeprom-config --pubkey", options.dev),
+        ManifestEntry(f"rpi/fit/{FIT_KEY_NAME}.key", "FIT signing key: U-Boot boots only the slots' FITs it signed",
+                      f"RSA-{fit_bits}", fit_fp, True,
+                      f"UBOOT_SIGN_KEYDIR=<dir>/rpi/fit, UBOOT_SIGN_KEYNAME={FIT_KEY_NAME} (mkimage -k)", options.dev),
+        ManifestEntry(f"rpi/fit/{FIT_KEY_NAME}.crt", "FIT signer certificate; its public key goes into U-Boot's "
+                      "control device tree (mkimage -K ... -r: required)", "X.509", fit_fp, False,
+                      "mkimage -K (uboot-sign.bbclass)", options.dev),
     ]
 
 

@@ -26,6 +26,7 @@ Files written by 'init' (private keys 0600 in 0700 directories):
   tegra/oem_k1.key, sym2_t234.key, auth_t234.key   EKB inputs for gen_ekb.py
   tegra/uefi_db.key, uefi_db.crt  UEFI secure boot db key
   rpi/private.pem, public.pem     Raspberry Pi secure boot (RSA-2048)
+  rpi/fit/pyvorin-fit.key, .crt   FIT signer U-Boot verifies the slots' kernels with (RSA, --key-size up to 4096)
   fleet/ca.key, ca.crt, crl.pem   fleet CA (EC P-256): device and server TLS certificates
                                   ('pyvorin fleet'), and its revocation list
 """
