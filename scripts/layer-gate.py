@@ -226,6 +226,15 @@ class Runner:
             return subprocess.run(self.argv(["env", *assignments, *argv]), stdout=out,
                                   stderr=subprocess.STDOUT).returncode == 0
 
+    def output(self, argv: list[str], env: dict[str, str] | None = None) -> str:
+        """What ``argv`` prints on stdout; a failure raises GateError with its stderr."""
+        assignments = [f"{name}={value}" for name, value in (env or {}).items()]
+        result = subprocess.run(self.argv(["env", *assignments, *argv]), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise GateError(f"{' '.join(argv[:2])} failed ({result.returncode}): "
+                            f"{' | '.join(result.stderr.strip().splitlines()[-3:])}")
+        return result.stdout
+
 
 def find_kas(runner: Runner) -> str:
     configured = os.environ.get("KAS")
@@ -296,12 +305,16 @@ def gate(names: list[str]) -> int:
         if runner.user is not None:
             subprocess.run(["chown", "-R", runner.user, str(fragment.parent)], check=True)
         entry = src / machine.entry.relative_to(REPO)
+        config = f"{entry}:{src}/kas/opt/dev-keys.yml:{fragment}"
+        kas_env = {"KAS_WORK_DIR": str(build / "work"), "KAS_BUILD_DIR": str(build / f"build-{machine.name}")}
         started = _now()
-        passed = runner.run([kas, "shell", f"{entry}:{src}/kas/opt/dev-keys.yml:{fragment}",
-                             "-c", str(src / "scripts/layer-gate-checks.sh")], log,
-                            {"KAS_WORK_DIR": str(build / "work"), "KAS_BUILD_DIR": str(build / f"build-{machine.name}")})
+        passed = runner.run([kas, "shell", config, "-c", str(src / "scripts/layer-gate-checks.sh")], log, kas_env)
         text = log.read_text(errors="replace")
         if passed:
+            # The record of what the build used, as a release job keeps it
+            # (examples/ci/release.yml): every repository at its commit, this one's too.
+            record = runner.output([kas, "dump", "--resolve-refs", "--resolve-local", config], kas_env)
+            (build / f"build-{machine.name}" / "gate-out" / "kas-record.yml").write_text(record)
             print(f"   PASS ({_now() - started} s) - log: {log}")
             print("".join(f"   {line}\n" for line in text.splitlines() if line.startswith("gate:")), end="")
         else:
@@ -345,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     except subprocess.CalledProcessError as exc:
         print(f"layer-gate: {' '.join(map(str, exc.cmd))} failed ({exc.returncode}): "
               f"{(exc.stderr or '').strip()}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"layer-gate: {exc}", file=sys.stderr)
         return 1
 
 

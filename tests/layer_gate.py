@@ -93,6 +93,8 @@ class GateRun:
     slot_map: dict[str, str] | None = None
     #: pyvorin-update-image's do_deploy and its prefunc's output (scripts/layer-gate-bundle.py).
     bundle: Path | None = None
+    #: ``kas dump --resolve-refs --resolve-local`` of the build: what it used, commit by commit.
+    kas_record: Path | None = None
 
 
 def base() -> Path:
@@ -226,7 +228,7 @@ def _read(out: Path, machine: str) -> GateRun:
                    install=out / "install" if (out / "install").is_dir() else None,
                    bundle_spec=json.loads((out / "bundle-spec.json").read_text()),
                    slot_map=dict(line.split("=", 1) for line in (out / "slot-map.txt").read_text().splitlines()),
-                   bundle=out / "bundle")
+                   bundle=out / "bundle", kas_record=out / "kas-record.yml")
 
 
 _background: dict[str, concurrent.futures.Future[GateRun]] = {}
@@ -291,7 +293,7 @@ def run(machine: str) -> GateRun:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     (work / "gate.log").write_text(log)
-    for name in ("packages.txt", "pn-buildlist", "bundle-spec.json", "slot-map.txt"):
+    for name in ("packages.txt", "pn-buildlist", "bundle-spec.json", "slot-map.txt", "kas-record.yml"):
         shutil.copy(build / f"build-{machine}" / "gate-out" / name, work / name)
     exported = build / f"build-{machine}" / "gate-out" / "install"
     if exported.is_dir():

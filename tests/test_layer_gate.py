@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import layer_gate
 from helpers import unavailable
@@ -54,6 +56,21 @@ def test_gate_parses_checks_and_dry_runs_both_images(prerequisites: None, machin
             "\n".join(run.lines)
     if machine.startswith("raspberrypi"):
         assert any("kernel-image in the root slot" in line for line in run.lines)
+
+
+@pytest.mark.parametrize("machine", layer_gate.MACHINES)
+def test_the_kas_record_names_every_commit_the_build_used(prerequisites: None, machine: str) -> None:
+    """``kas dump --resolve-refs --resolve-local``, as the release job keeps it
+    (examples/ci/release.yml), run on the gate's own build: each pinned repository
+    at its pin, and this repository at the commit kas built from."""
+    run = gate(machine)
+    assert run.kas_record is not None
+    record = yaml.safe_load(run.kas_record.read_text())
+    assert record["machine"] == machine and record["distro"] == "pyvorin"
+    repos = record["repos"]
+    for repo in layer_gate.gate.machines()[machine].repos:
+        assert repos[repo.name]["commit"] == repo.commit, repo.name
+    assert re.fullmatch(r"[0-9a-f]{40}", str(repos["meta-pyvorin"].get("commit"))), repos["meta-pyvorin"]
 
 
 @pytest.mark.parametrize("machine", layer_gate.MACHINES)
