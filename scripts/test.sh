@@ -15,7 +15,7 @@ APT_PACKAGES="python3-venv u-boot-tools systemd-container softhsm2 opensc openss
     linux-source-6.1 gcc-aarch64-linux-gnu gcc libc6-dev make flex bison xz-utils auditd iputils-ping \
     qemu-system-arm mmdebstrap mtools dosfstools bc libssl-dev dpkg-dev sudo \
     build-essential chrpath cpio diffstat file gawk lz4 locales socat texinfo unzip wget shellcheck curl \
-    qemu-user-static binfmt-support arch-test openssh-client nginx mosquitto libcurl4-openssl-dev device-tree-compiler"
+    qemu-user-static binfmt-support arch-test openssh-client nginx mosquitto libcurl4-openssl-dev device-tree-compiler cryptsetup-bin"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     missing=""
     for pkg in $APT_PACKAGES; do

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .commands import bundle, delta, fleet, inspect, keys, sbom, sign, swdesc, verify
+from .commands import bundle, delta, fleet, inspect, keys, sbom, sign, swdesc, verify, verity
 from .errors import PyvorinError, UsageParser, VerificationError, describe_os_error, one_line
 
-COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, sbom, delta, fleet)
+COMMANDS = (keys, swdesc, bundle, sign, verify, inspect, sbom, delta, fleet, verity)
 
 DESCRIPTION = """\
 Release tooling for Pyvorin Edge devices running SWUpdate.
