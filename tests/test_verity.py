@@ -109,3 +109,28 @@ def test_memory_stays_bounded(cli, tmp_path: Path) -> None:
                              "--hash-offset", str(offset)], capture_output=True, text=True, env=cli.env)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.strip().splitlines()[-1]) < 64 * 1024
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("data_blocks", 1 << 40, "end past the superblock"),
+    ("data_block_size", 3000, "not powers of two"),
+    ("hash_block_size", 1 << 24, "not powers of two"),
+    ("salt_size", 999, "salt size 999"),
+    ("version", 2, "version 2"),
+    ("algorithm", b"md5", "only sha256"),
+])
+def test_hostile_superblocks_are_refused(cli, tmp_path: Path, field: str, value: object, message: str) -> None:
+    """A superblock is input like any other: each field out of range is one line, exit 1, no traceback."""
+    from pyvorin import verity
+
+    image = write_image(tmp_path / "img", 64 * 4096, seed=5)
+    root, offset = _format(image)
+    data = bytearray(image.read_bytes())
+    fields = list(verity._SUPERBLOCK.unpack_from(data, offset))
+    names = ["signature", "version", "hash_type", "uuid", "algorithm", "data_block_size", "hash_block_size",
+             "data_blocks", "salt_size", "pad", "salt", "pad2"]
+    fields[names.index(field)] = value
+    verity._SUPERBLOCK.pack_into(data, offset, *fields)
+    image.write_bytes(bytes(data))
+    line = _one_line(cli("verity", "check", image, "--root-hash", root, "--hash-offset", offset), 1)
+    assert message in line
