@@ -227,18 +227,16 @@ do_deploy() {
     fi
 }
 
-# The delta bundle: both raw images (a compressed one unpacked first: the
-# delta is of what the slots hold), the delta, and a bundle made like the
-# full one, named for the release the device must run for it to apply.
+# The delta bundle: the delta of the two raw images (a compressed one is
+# unpacked first: the delta is of what the slots hold; a raw one is read where
+# it lies), and a bundle made like the full one, named for the release the
+# device must run for it to apply.
 pyvorin_bundle_delta() {
-    for image in "${PYVORIN_DELTA_FROM}:old.ext4" \
-            "${DEPLOY_DIR_IMAGE}/${PYVORIN_BUNDLE_IMAGE_LINK}.${PYVORIN_BUNDLE_FSTYPE}:new.ext4"; do
-        case "${image%:*}" in
-        *.gz) gzip -dc "${image%:*}" > "${image##*:}" ;;
-        *) cp "${image%:*}" "${image##*:}" ;;
-        esac
-    done
-    pyvorin delta old.ext4 new.ext4 -o rootfs.pyvd --memory "${PYVORIN_DELTA_MEMORY}" \
+    old="${PYVORIN_DELTA_FROM}"
+    new="${DEPLOY_DIR_IMAGE}/${PYVORIN_BUNDLE_IMAGE_LINK}.${PYVORIN_BUNDLE_FSTYPE}"
+    case "$old" in *.gz) gzip -dc "$old" > old.ext4; old=old.ext4 ;; esac
+    case "$new" in *.gz) gzip -dc "$new" > new.ext4; new=new.ext4 ;; esac
+    pyvorin delta "$old" "$new" -o rootfs.pyvd --memory "${PYVORIN_DELTA_MEMORY}" \
         --codec "${PYVORIN_DELTA_CODEC}" --no-report
     rm -f old.ext4 new.ext4
     from=$(cat delta-from)
