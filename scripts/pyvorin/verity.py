@@ -18,6 +18,7 @@ stored tree block compared as soon as it is computed. Memory: the read buffer
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import struct
 import uuid
@@ -52,10 +53,6 @@ class Superblock:
     hash_block_size: int
     data_blocks: int
     salt: bytes
-
-    @property
-    def data_size(self) -> int:
-        return self.data_blocks * self.data_block_size
 
 
 @dataclass(frozen=True)
@@ -167,13 +164,11 @@ class _Tree:
         self.pending[level] = []
         index = self.written[level]
         self.written[level] += 1
-        data_at = self.stream.tell()
-        self.stream.seek(self.starts[level] + index * self.sb.hash_block_size)
-        stored = self.stream.read(self.sb.hash_block_size)
-        self.stream.seek(data_at)
-        if stored != block:
+        # pread: the data is read on from where it is, the tree block from where it lies.
+        offset = self.starts[level] + index * self.sb.hash_block_size
+        if os.pread(self.stream.fileno(), self.sb.hash_block_size, offset) != block:
             raise VerityError(f"{self.path}: hash block {index} of tree level {level} does not match the data "
-                              f"below it (offset {self.starts[level] + index * self.sb.hash_block_size})")
+                              f"below it (offset {offset})")
         self._push(level + 1, self._digest(block))
 
     def run(self) -> str:
