@@ -90,6 +90,27 @@ def one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> s
     return lines[0]
 
 
+_PEAK_RSS = (
+    "import sys\n"
+    "from pyvorin.cli import pyvorin\n"
+    "rc = pyvorin(sys.argv[1:])\n"
+    "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n"
+    "sys.exit(rc)\n"
+)
+
+
+def pyvorin_peak_rss(env: dict[str, str], *args: object) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run ``pyvorin ARGS`` in a child process; its result and its peak RSS in KiB.
+
+    VmHWM of the child itself, not ru_maxrss: Linux carries ru_maxrss across
+    execve, so a child forked from a large pytest process would report the
+    parent's size."""
+    result = subprocess.run([sys.executable, "-c", _PEAK_RSS, *map(str, args)], capture_output=True, text=True,
+                            env=env)
+    lines = result.stdout.strip().splitlines()
+    return result, int(lines[-1]) if lines and lines[-1].isdigit() else 0
+
+
 def which(tool: str) -> str | None:
     """*tool* on PATH, or in the virtual environment running the tests (scripts/test.sh's .venv)."""
     venv_bin = str(Path(sys.executable).parent)

@@ -12,7 +12,7 @@ import pytest
 
 from pyvorin import aes, libconfig
 
-from helpers import extract, read_members, require, tampered, unavailable, write_image
+from helpers import extract, pyvorin_peak_rss, read_members, require, tampered, unavailable, write_image
 
 
 def _build(cli, spec: Path, out: Path, keys, *extra: str | Path) -> Path:
@@ -194,19 +194,9 @@ def test_unwritable_output_dir_as_unprivileged_user(cli, tmp_path: Path) -> None
 
 def _peak_rss_of_bundle(cli, keys, spec: Path, out: Path) -> int:
     """Build in a child process and return its peak RSS in KiB."""
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across execve, so a child
-    # forked from a large pytest process would report the parent's size.
-    code = (
-        "import sys\n"
-        "from pyvorin.cli import pyvorin\n"
-        "rc = pyvorin(sys.argv[1:])\n"
-        "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\n"
-        "sys.exit(rc)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code, "bundle", str(spec), "-o", str(out),
-                             *map(str, keys.signing_args())], capture_output=True, text=True, env=cli.env)
+    result, peak_kib = pyvorin_peak_rss(cli.env, "bundle", spec, "-o", out, *keys.signing_args())
     assert result.returncode == 0, result.stderr
-    return int(result.stdout.strip().splitlines()[-1])
+    return peak_kib
 
 
 def test_bundling_runs_in_constant_memory(cli, keys, make_spec, tmp_path: Path) -> None:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import require, write_image
+from helpers import pyvorin_peak_rss, require, write_image
 
 
 def _format(image: Path, data_block_size: int = 4096, salt: str | None = None) -> tuple[str, int]:
@@ -103,12 +102,10 @@ def test_memory_stays_bounded(cli, tmp_path: Path) -> None:
     """256 MiB of data: peak RSS (VmHWM of the checking process) stays under 64 MiB."""
     image = write_image(tmp_path / "big.verity", 256 << 20, seed=9)
     root, offset = _format(image)
-    code = ("import sys\nfrom pyvorin.cli import pyvorin\nrc = pyvorin(sys.argv[1:])\n"
-            "print(next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')))\nsys.exit(rc)\n")
-    result = subprocess.run([sys.executable, "-c", code, "verity", "check", str(image), "--root-hash", root,
-                             "--hash-offset", str(offset)], capture_output=True, text=True, env=cli.env)
+    result, peak_kib = pyvorin_peak_rss(cli.env, "verity", "check", image, "--root-hash", root,
+                                        "--hash-offset", offset)
     assert result.returncode == 0, result.stderr
-    assert int(result.stdout.strip().splitlines()[-1]) < 64 * 1024
+    assert peak_kib < 64 * 1024
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
