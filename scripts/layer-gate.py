@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: The branch every pin must be on (kas checks it too, against the mirrors).
-BRANCH = "scarthgap"
 BANNER = "#" * 74
 
 
@@ -212,24 +210,23 @@ class Runner:
 
     user: str | None
 
-    def argv(self, argv: list[str]) -> list[str]:
+    def argv(self, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
+        """``argv`` as the build user, with ``env`` added to its environment (after runuser, which resets some)."""
+        command = ["env", *(f"{name}={value}" for name, value in (env or {}).items()), *argv]
         if self.user is None:
-            return argv
+            return command
         home = pwd.getpwnam(self.user).pw_dir
         return ["runuser", "-u", self.user, "--", "env", f"HOME={home}", "LANG=en_US.UTF-8", "LC_ALL=en_US.UTF-8",
-                *argv]
+                *command]
 
     def run(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> bool:
-        """``argv`` with ``env`` added to the environment (after runuser, which resets some), output to ``log``."""
-        assignments = [f"{name}={value}" for name, value in (env or {}).items()]
+        """Whether ``argv`` succeeds, its output to ``log``."""
         with open(log, "w") as out:
-            return subprocess.run(self.argv(["env", *assignments, *argv]), stdout=out,
-                                  stderr=subprocess.STDOUT).returncode == 0
+            return subprocess.run(self.argv(argv, env), stdout=out, stderr=subprocess.STDOUT).returncode == 0
 
     def output(self, argv: list[str], env: dict[str, str] | None = None) -> str:
         """What ``argv`` prints on stdout; a failure raises GateError with its stderr."""
-        assignments = [f"{name}={value}" for name, value in (env or {}).items()]
-        result = subprocess.run(self.argv(["env", *assignments, *argv]), capture_output=True, text=True)
+        result = subprocess.run(self.argv(argv, env), capture_output=True, text=True)
         if result.returncode != 0:
             raise GateError(f"{' '.join(argv[:2])} failed ({result.returncode}): "
                             f"{' | '.join(result.stderr.strip().splitlines()[-3:])}")
@@ -307,7 +304,7 @@ def gate(names: list[str]) -> int:
         entry = src / machine.entry.relative_to(REPO)
         config = f"{entry}:{src}/kas/opt/dev-keys.yml:{fragment}"
         kas_env = {"KAS_WORK_DIR": str(build / "work"), "KAS_BUILD_DIR": str(build / f"build-{machine.name}")}
-        started = _now()
+        started = int(time.monotonic())
         passed = runner.run([kas, "shell", config, "-c", str(src / "scripts/layer-gate-checks.sh")], log, kas_env)
         text = log.read_text(errors="replace")
         if passed:
@@ -315,26 +312,22 @@ def gate(names: list[str]) -> int:
             # (examples/ci/release.yml): every repository at its commit, this one's too.
             record = runner.output([kas, "dump", "--resolve-refs", "--resolve-local", config], kas_env)
             (build / f"build-{machine.name}" / "gate-out" / "kas-record.yml").write_text(record)
-            print(f"   PASS ({_now() - started} s) - log: {log}")
+            print(f"   PASS ({int(time.monotonic()) - started} s) - log: {log}")
             print("".join(f"   {line}\n" for line in text.splitlines() if line.startswith("gate:")), end="")
         else:
-            print(f"   FAIL ({_now() - started} s) - log: {log}")
+            print(f"   FAIL ({int(time.monotonic()) - started} s) - log: {log}")
             print("".join(f"   | {line}\n" for line in text.splitlines()[-30:]), end="")
             status = 1
     if status == 0 and not os.environ.get("PYVORIN_GATE_SKIP_CHECK_LAYER"):
         print("== yocto-check-layer meta-pyvorin", flush=True)
         log = build / "yocto-check-layer.log"
-        started = _now()
+        started = int(time.monotonic())
         passed = runner.run([str(src / "scripts/layer-gate-check-layer.sh"), str(src), str(build / "work"),
                              str(build / "check-layer")], log)
-        print(f"   {'PASS' if passed else 'FAIL'} ({_now() - started} s) - log: {log}")
+        print(f"   {'PASS' if passed else 'FAIL'} ({int(time.monotonic()) - started} s) - log: {log}")
         print("".join(f"   {line}\n" for line in check_layer_summary(log)), end="")
         status = 0 if passed else 1
     return status
-
-
-def _now() -> int:
-    return int(time.monotonic())
 
 
 def main(argv: list[str] | None = None) -> int:
