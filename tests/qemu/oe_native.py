@@ -79,11 +79,13 @@ cli._main(argv, "python -m installer")
 
 
 def stage(tree: Path, workdir: str) -> str:
-    """Puts nativepython3 and its tools under ``workdir`` in ``tree``; returns the bin directory to put on PATH."""
+    """Puts nativepython3 and its tools under ``workdir`` in ``tree``, once per tree; returns the
+    bin directory to put on PATH."""
     home = tree / workdir.lstrip("/") / ".oe-native"
-    shutil.rmtree(home, ignore_errors=True)
-    shutil.copytree(site(), home / "site", ignore=shutil.ignore_patterns("bin", "__pycache__"))
     inside = f"{workdir}/.oe-native"
+    if (home / "bin" / "nativepython3").exists():
+        return f"{inside}/bin"
+    shutil.copytree(site(), home / "site", ignore=shutil.ignore_patterns("bin", "__pycache__"))
     (home / "run-installer.py").write_text(_INSTALLER)
     (home / "bin").mkdir()
     launcher = home / "bin" / "nativepython3"
