@@ -267,8 +267,6 @@ def test_gate_writes_no_git_configuration() -> None:
         assert not re.search(r"git[\"', ]+config\b|--global|--system", text), path.name
 
 
-
-
 def test_kas_menu_offers_every_fragment() -> None:
     kconfiglib = require_module("kconfiglib")
     config = kconfiglib.Kconfig(str(KAS / "Kconfig"), warn_to_stderr=False)

@@ -34,7 +34,6 @@ from helpers import require, require_module, unavailable, write_image
 pytestmark = [pytest.mark.gate]
 
 
-
 @pytest.fixture(scope="module")
 def gated() -> dict[str, layer_gate.GateRun]:
     lacking = layer_gate.missing_prerequisites()

@@ -22,7 +22,7 @@ from qemu import oe_native
 
 from helpers import ROOT, require
 
-#: project directory -> (import package, recipe directory)
+#: project (and recipe) name -> (its directory in the layer, its import package)
 PROJECTS = {
     "pyvorin-edge-agent": (AGENT_SRC, "pyvorin_edge_agent"),
     "pyvorin-verify-deployment": (VERIFY_SRC, "pyvorin_verify_deployment"),
