@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -231,9 +231,7 @@ def _plan_tegra(plan: _Plan, options: KeyOptions) -> None:
         plan.add(f"tegra/{name}", (secret.hex() + "\n").encode(), private=True)
     uefi_key = rsa.generate_private_key(65537, 2048)
     uefi_name = _name(options, f"{options.organization} UEFI db")
-    uefi_cert = _certificate(uefi_name, uefi_key, uefi_name, uefi_key,
-                             KeyOptions(options.directory, dev=options.dev, purpose=Purpose.CODE, days=options.days,
-                                        organization=options.organization), ca=False)
+    uefi_cert = _certificate(uefi_name, uefi_key, uefi_name, uefi_key, replace(options, purpose=Purpose.CODE), ca=False)
     plan.add("tegra/uefi_db.key", _pem_key(uefi_key, None, traditional=True), private=True)
     plan.add("tegra/uefi_db.crt", _cert_pem(uefi_cert), private=False)
     pkc_fp = spki_fingerprint(pkc.public_key())
@@ -274,9 +272,7 @@ def _plan_rpi(plan: _Plan, options: KeyOptions) -> None:
     fit_bits = min(options.rsa_bits, 4096)
     fit_key = rsa.generate_private_key(65537, fit_bits)
     fit_name = _name(options, f"{options.organization} FIT signer")
-    fit_cert = _certificate(fit_name, fit_key, fit_name, fit_key,
-                            KeyOptions(options.directory, dev=options.dev, purpose=Purpose.CODE, days=options.days,
-                                       organization=options.organization), ca=False)
+    fit_cert = _certificate(fit_name, fit_key, fit_name, fit_key, replace(options, purpose=Purpose.CODE), ca=False)
     plan.add(f"rpi/fit/{FIT_KEY_NAME}.key", _pem_key(fit_key, None, traditional=True), private=True)
     plan.add(f"rpi/fit/{FIT_KEY_NAME}.crt", _cert_pem(fit_cert), private=False)
     fit_fp = spki_fingerprint(fit_key.public_key())
