@@ -12,7 +12,17 @@ import pytest
 
 from pyvorin import aes, libconfig
 
-from helpers import extract, pyvorin_peak_rss, read_members, require, tampered, unavailable, write_image
+from helpers import (
+    extract,
+    one_error_line,
+    pyvorin_peak_rss,
+    read_members,
+    require,
+    require_module,
+    tampered,
+    unavailable,
+    write_image,
+)
 
 
 def _build(cli, spec: Path, out: Path, keys, *extra: str | Path) -> Path:
@@ -242,3 +252,110 @@ def test_sign_accepts_a_newc_bundle_and_adds_checksums(cli, keys, tmp_path: Path
     data = (tmp_path / "signed.swu").read_bytes()
     assert data.startswith(b"070702") and b"070701" not in data
     assert cli("verify", tmp_path / "signed.swu", "--cert", keys.ca).returncode == 0
+
+
+# -- offset: images sharing a device must not overlap -----------------------------------------------
+
+#: Where fit.itb starts in the shared-slot specs: rootfs.img must fit in the 256 KiB before it.
+GAP = 256 << 10
+
+
+def _shared_slot_spec(tmp_path: Path, rootfs_entry: str, rootfs_target: str = "/dev/mmcblk0p3") -> Path:
+    """rootfs.img from the slot's first byte and fit.itb from 256K in it, in both copies."""
+    write_image(tmp_path / "fit.itb", 8192, seed=9)
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(f"""\
+version: "2026.12.0"
+artifacts:
+  rootfs.img: {rootfs_entry}
+  fit.itb: {{file: fit.itb, type: raw}}
+machines:
+  raspberrypi4-64:
+    hardware-compatibility: ["1.0"]
+    copy1:
+      install:
+        fit.itb: {{device: /dev/mmcblk0p3, offset: 256K}}
+        rootfs.img: {rootfs_target}
+    copy2:
+      install:
+        fit.itb: {{device: /dev/mmcblk0p2, offset: {GAP}}}
+        rootfs.img: {rootfs_target.replace("p3", "p2")}
+""")
+    return spec
+
+
+def _compress(kind: str, plain: Path, tmp_path: Path) -> str:
+    """``plain`` as rootfs.img's file, compressed by ``kind``; its artifact entry."""
+    if kind == "none":
+        return f"{{file: {plain.name}, type: raw}}"
+    if kind == "zlib":
+        import gzip
+
+        (tmp_path / "rootfs.gz").write_bytes(gzip.compress(plain.read_bytes(), mtime=0))
+        return "{file: rootfs.gz, type: raw, compressed: zlib}"
+    require("zstd")
+    subprocess.run(["zstd", "-qf", "-o", tmp_path / "rootfs.zst", plain], check=True)
+    return "{file: rootfs.zst, type: raw, compressed: zstd, encrypted: true}"
+
+
+@pytest.mark.parametrize("kind", ["none", "zlib", "zstd"])
+def test_an_image_reaching_the_next_offset_is_refused(cli, keys, tmp_path: Path, kind: str) -> None:
+    """What counts is what the device writes: for a compressed image, its decompressed size."""
+    plain = write_image(tmp_path / "rootfs.img", GAP, seed=4)
+    spec = _shared_slot_spec(tmp_path, _compress(kind, plain, tmp_path))
+    fits = cli("bundle", spec, "-o", tmp_path / "fits.swu", *keys.signing_args(), "--aes-key", keys.aes)
+    assert fits.returncode == 0, fits.stderr  # exactly the gap: the last byte before fit.itb
+    write_image(plain, GAP + 1, seed=4)
+    spec = _shared_slot_spec(tmp_path, _compress(kind, plain, tmp_path))
+    out = tmp_path / "r.swu"
+    line = one_error_line(cli("bundle", spec, "-o", out, *keys.signing_args(), "--aes-key", keys.aes))
+    what = "written" if kind == "none" else "decompressed"
+    assert line == (f"pyvorin: error: {spec}: raspberrypi4-64.copy1: 'rootfs.img' ({GAP + 1} bytes {what}) from "
+                    f"offset 0 of /dev/mmcblk0p3 reaches past 'fit.itb' at offset {GAP}: it must fit in {GAP} bytes")
+    assert not out.exists()
+    assert one_error_line(cli("swdesc", spec)) == line  # swdesc measures the same way
+
+
+def test_a_delta_reaching_the_next_offset_is_refused(cli, keys, tmp_path: Path) -> None:
+    """A pyvdelta writes its new image's size from the slot's first byte."""
+    require_module("bsdiff4")
+    old = write_image(tmp_path / "old.img", GAP, seed=2)
+    new = write_image(tmp_path / "new.img", GAP + 4096, seed=3)
+    cli("delta", old, new, "-o", tmp_path / "rootfs.pyvd", "--no-report", check=True)
+    spec = _shared_slot_spec(tmp_path, "{file: rootfs.pyvd, type: pyvdelta}",
+                             "{device: /dev/mmcblk0p3, source: /dev/mmcblk0p2}")
+    spec.write_text(spec.read_text().replace("{device: /dev/mmcblk0p2, source: /dev/mmcblk0p2}",
+                                             "{device: /dev/mmcblk0p2, source: /dev/mmcblk0p3}"))
+    line = one_error_line(cli("bundle", spec, "-o", tmp_path / "r.swu", "--unsigned"))
+    assert f"'rootfs.img' ({GAP + 4096} bytes written) from offset 0 of /dev/mmcblk0p3 reaches past" in line
+
+
+def test_a_compressed_image_is_measured_in_constant_memory(cli, keys, tmp_path: Path) -> None:
+    """256 MiB of zeros gzip to 256 KiB: counting what they decompress to must not hold them."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    with open(tmp_path / "rootfs.gz", "wb") as handle:
+        for _ in range(256):
+            handle.write(packer.compress(bytes(1 << 20)))
+        handle.write(packer.flush())
+    spec = _shared_slot_spec(tmp_path, "{file: rootfs.gz, type: raw, compressed: zlib}")
+    spec.write_text(spec.read_text().replace("256K", "256M").replace(str(GAP), str(256 << 20)))
+    result, peak_kib = pyvorin_peak_rss(cli.env, "bundle", spec, "-o", tmp_path / "r.swu", "--unsigned")
+    assert result.returncode == 0, result.stderr  # exactly fits
+    assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+    spec.write_text(spec.read_text().replace("256M", "255M"))
+    line = one_error_line(cli("bundle", spec, "-o", tmp_path / "r.swu", "--unsigned"))
+    assert f"'rootfs.img' ({256 << 20} bytes decompressed) from offset 0" in line
+
+
+def test_offsets_read_back(cli, keys, tmp_path: Path) -> None:
+    """verify checks such a bundle like any other; inspect shows where each image starts."""
+    write_image(tmp_path / "rootfs.img", 4096)
+    swu = _build(cli, _shared_slot_spec(tmp_path, "{file: rootfs.img, type: raw}"), tmp_path / "r.swu", keys)
+    assert "OK, version 2026.12.0" in cli("verify", swu, "--cert", keys.ca, check=True).stdout
+    data = json.loads(cli("inspect", swu, "--json", check=True).stdout)
+    images = data["sw-description"]["software"]["raspberrypi4-64"]["stable"]["copy1"]["images"]
+    assert [(i["filename"], i["device"], i.get("offset")) for i in images] == [
+        ("fit.itb", "/dev/mmcblk0p3", str(GAP)), ("rootfs.img", "/dev/mmcblk0p3", None)]
+    assert f'offset = "{GAP}";' in cli("inspect", swu, check=True).stdout

@@ -12,6 +12,8 @@ from pyvorin.libconfig import parse
 from pyvorin.spec import ImageType, load_spec
 from pyvorin.swdesc import PayloadInfo, render_sw_description
 
+from helpers import one_error_line
+
 GOOD = """\
 version: 1.2.3
 artifacts:
@@ -112,3 +114,125 @@ def test_sw_description_escapes_and_reparses(tmp_path: Path) -> None:
                                   "sha256": "ab" * 32}
     assert copy2["images"][1]["filesystem"] == "ext4" and copy2["images"][1]["path"] == "/apps"
     assert copy2["bootenv"] == [{"name": "rootpart", "value": "2"}]
+
+
+# -- offset: two raw images of one copy in one slot (verified boot's FIT window) ------------------
+
+SHARED = """\
+version: 1.2.3
+artifacts:
+  rootfs.img: {file: rootfs.img, type: raw}
+  fit.itb: {file: fit.itb, type: raw}
+  app.tar.gz: {file: app.tar.gz, type: archive}
+machines:
+  raspberrypi4-64:
+    hardware-compatibility: ["1.0"]
+    copy1:
+      install:
+        rootfs.img: /dev/mmcblk0p3
+        fit.itb: {device: /dev/mmcblk0p3, offset: 960M}
+        app.tar.gz: {device: /dev/mmcblk0p4, filesystem: ext4, path: /apps}
+    copy2:
+      install:
+        rootfs.img: /dev/mmcblk0p2
+        fit.itb: {device: /dev/mmcblk0p2, offset: 960M}
+        app.tar.gz: {device: /dev/mmcblk0p4, filesystem: ext4, path: /apps}
+"""
+COPY1_FIT = "fit.itb: {device: /dev/mmcblk0p3, offset: 960M}"
+
+
+@pytest.mark.parametrize("written,offset", [
+    ("512", 512),
+    ("'4096'", 4096),
+    ("1K", 1 << 10),
+    ("64M", 64 << 20),
+    ("960M", 960 << 20),
+    ("'2G'", 2 << 30),
+    ("8589934592", 8 << 30),
+])
+def test_offset_forms(tmp_path: Path, written: str, offset: int) -> None:
+    text = SHARED.replace(COPY1_FIT, COPY1_FIT.replace("960M", written))
+    copy1 = load_spec(_spec(tmp_path, text)).machines[0].copies[0]
+    assert [(t.artifact, t.device, t.offset) for t in copy1.targets[:2]] == [
+        ("rootfs.img", "/dev/mmcblk0p3", None), ("fit.itb", "/dev/mmcblk0p3", offset)]
+
+
+def test_an_explicit_zero_offset_is_rendered(tmp_path: Path) -> None:
+    text = SHARED.replace("rootfs.img: /dev/mmcblk0p3", "rootfs.img: {device: /dev/mmcblk0p3, offset: 0}")
+    spec = load_spec(_spec(tmp_path, text))
+    assert spec.machines[0].copies[0].targets[0].offset == 0
+    rendered = render_sw_description(spec, {a.name: PayloadInfo("ab" * 32) for a in spec.artifacts}).decode()
+    assert parse(rendered)["software"]["raspberrypi4-64"]["stable"]["copy1"]["images"][0]["offset"] == "0"
+
+
+def _line_of(text: str, marker: str) -> int:
+    return next(n for n, line in enumerate(text.splitlines(), 1) if marker in line)
+
+
+@pytest.mark.parametrize("old,new,marker,message", [
+    ("960M}", "-512}", COPY1_FIT[:20], "offset of 'fit.itb' must not be negative"),
+    ("960M}", "1000}", COPY1_FIT[:20], "offset 1000 of 'fit.itb' is not a multiple of 512: block devices are "
+                                       "written in 512-byte sectors"),
+    ("960M}", "'1000'}", COPY1_FIT[:20], "offset 1000 of 'fit.itb' is not a multiple of 512"),
+    ("960M}", "64MB}", COPY1_FIT[:20], "offset '64MB' of 'fit.itb' is not a number of bytes, optionally with a K"),
+    ("960M}", "64m}", COPY1_FIT[:20], "offset '64m' of 'fit.itb' is not a number of bytes"),
+    ("960M}", "'0x100000'}", COPY1_FIT[:20], "offset '0x100000' of 'fit.itb' is not a number of bytes"),
+    ("960M}", "'01024'}", COPY1_FIT[:20], "offset '01024' of 'fit.itb' is not a number of bytes"),  # octal to SWUpdate
+    ("960M}", "1.5M}", COPY1_FIT[:20], "offset '1.5M' of 'fit.itb' is not a number of bytes"),
+    ("960M}", "'-1M'}", COPY1_FIT[:20], "offset '-1M' of 'fit.itb' is not a number of bytes"),
+    ("960M}", "' 64M'}", COPY1_FIT[:20], "offset ' 64M' of 'fit.itb' is not a number of bytes"),
+    ("960M}", "''}", COPY1_FIT[:20], "offset '' of 'fit.itb' is not a number of bytes"),
+    ("960M}", "true}", COPY1_FIT[:20], "offset of 'fit.itb' must be a whole number of bytes or a string like '64M'"),
+    ("960M}", "1536.0}", COPY1_FIT[:20], "offset of 'fit.itb' must be a whole number of bytes"),
+    ("960M}", "[512]}", COPY1_FIT[:20], "offset of 'fit.itb' must be a whole number of bytes"),
+    ("960M}", "9223372036854775808}", COPY1_FIT[:20], "offset of 'fit.itb' is past what SWUpdate's lseek can reach"),
+    ("960M}", "9999999999G}", COPY1_FIT[:20], "past what SWUpdate's lseek can reach"),
+    ("960M}", f"'{'9' * 5000}'}}", COPY1_FIT[:20], "past what SWUpdate's lseek can reach"),
+    # One device, one start: the second image would overwrite the first.
+    ("960M}", "0}", COPY1_FIT[:20], "raspberrypi4-64.copy1: 'rootfs.img' and 'fit.itb' both write /dev/mmcblk0p3 "
+                                    "from offset 0; one of them needs an 'offset' past the end of the other"),
+    (COPY1_FIT, "fit.itb: /dev/mmcblk0p3", "fit.itb: /dev/mmcblk0p3", "'rootfs.img' and 'fit.itb' both write /dev/mmcblk0p3"),
+    # Only raw images seek; a file written into a mounted file system has no offset.
+    ("/apps}\n    copy2", "/apps, offset: 1M}\n    copy2", "app.tar.gz: {device: /dev/mmcblk0p4",
+     "offset is for raw images (SWUpdate's raw handler seeks to it); 'app.tar.gz' is archive"),
+    ("  fit.itb: {file: fit.itb, type: raw}", "  fit.itb: {file: fit.itb, type: rawfile}", COPY1_FIT[:20],
+     "offset is for raw images (SWUpdate's raw handler seeks to it); 'fit.itb' is rawfile"),
+    # An offset does not make one slot the other's: copy2 still must not write copy1's slot.
+    ("fit.itb: {device: /dev/mmcblk0p2, offset: 960M}", "fit.itb: {device: /dev/mmcblk0p3, offset: 1G}", "copy2:",
+     "copy1 and copy2 both write 'fit.itb' to /dev/mmcblk0p3"),
+])
+def test_bad_offsets_are_one_line_naming_file_and_line(cli, tmp_path: Path, old: str, new: str, marker: str,
+                                                       message: str) -> None:
+    assert old in SHARED
+    text = SHARED.replace(old, new, 1)
+    path = _spec(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    line = one_error_line(cli("swdesc", path))  # the command: exit 2, that one line
+    assert line == f"pyvorin: error: {path}:{_line_of(text, marker)}: {str(info.value).split(': ', 1)[1]}"
+
+
+def test_a_delta_writes_its_slot_from_the_first_byte(tmp_path: Path) -> None:
+    """A pyvdelta rebuilds the whole slot image from offset 0: a raw image beside it needs an offset."""
+    text = SHARED.replace("  rootfs.img: {file: rootfs.img, type: raw}", "  rootfs.img: {file: r.pyvd, type: pyvdelta}")
+    text = text.replace("rootfs.img: /dev/mmcblk0p3", "rootfs.img: {device: /dev/mmcblk0p3, source: /dev/mmcblk0p2}")
+    text = text.replace("rootfs.img: /dev/mmcblk0p2", "rootfs.img: {device: /dev/mmcblk0p2, source: /dev/mmcblk0p3}")
+    assert load_spec(_spec(tmp_path, text)).machines[0].copies[0].targets[1].offset == 960 << 20
+    with pytest.raises(SpecError, match="'rootfs.img' and 'fit.itb' both write /dev/mmcblk0p3 from offset 0"):
+        load_spec(_spec(tmp_path, text.replace(COPY1_FIT, "fit.itb: /dev/mmcblk0p3")))
+    with pytest.raises(SpecError, match="offset is for raw images .* 'rootfs.img' is pyvdelta"):
+        load_spec(_spec(tmp_path, text.replace("source: /dev/mmcblk0p2}", "source: /dev/mmcblk0p2, offset: 0}")))
+
+
+def test_sw_description_gives_the_offset_in_decimal_bytes(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, SHARED))
+    rendered = render_sw_description(spec, {a.name: PayloadInfo("ab" * 32) for a in spec.artifacts}).decode()
+    assert ('\t\t\t\t\t\tfilename = "fit.itb";\n'
+            '\t\t\t\t\t\ttype = "raw";\n'
+            '\t\t\t\t\t\tdevice = "/dev/mmcblk0p3";\n'
+            '\t\t\t\t\t\toffset = "1006632960";\n') in rendered
+    images = parse(rendered)["software"]["raspberrypi4-64"]["stable"]["copy2"]["images"]
+    assert images[1] == {"filename": "fit.itb", "type": "raw", "device": "/dev/mmcblk0p2", "offset": "1006632960",
+                         "sha256": "ab" * 32}
+    assert "offset" not in images[0] and "offset" not in images[2]

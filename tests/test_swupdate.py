@@ -9,11 +9,12 @@ install itself, which must leave both slots and the environment untouched.
 from __future__ import annotations
 
 import gzip
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from pyvorin_devsim.swupdate_sandbox import SUCCESS_MARKER, SwupdateSandbox
+from pyvorin_devsim.swupdate_sandbox import FILL_BYTE, SUCCESS_MARKER, SwupdateSandbox
 
 from helpers import tampered, write_image
 
@@ -267,3 +268,71 @@ def test_an_unknown_digest_in_signed_data_is_refused_by_both(sandbox, release, k
     _assert_nothing_changed(sandbox, before)
     with pytest.raises(VerificationError, match="unknown digest algorithm 2.16.840.1.101.3.4.2.127"):
         verify_bundle(bad, VerifyOptions(trust=keys.ca))
+
+
+#: Where the second image of a shared slot starts: a FIT window at the end of the 4 MiB test slot.
+FIT_OFFSET = 3 << 20
+
+
+def _shared_slot_release(cli, keys, sandbox: SwupdateSandbox, tmp_path: Path, *, zlib: bool = False
+                         ) -> tuple[Path, bytes, bytes]:
+    """A bundle whose copies write rootfs.img from their slot's first byte and fit.itb from 3 MiB in it."""
+    rootfs = write_image(tmp_path / "rootfs.img", 300 * 1024, seed=5).read_bytes()
+    fit = write_image(tmp_path / "fit.itb", 200 * 1024, seed=6).read_bytes()
+    rootfs_entry = "{file: rootfs.img, type: raw}"
+    if zlib:  # as a full release ships its slot image: compressed, streamed into the slot
+        (tmp_path / "rootfs.img.gz").write_bytes(gzip.compress(rootfs, mtime=0))
+        rootfs_entry = "{file: rootfs.img.gz, type: raw, compressed: zlib, installed-directly: true}"
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        version: "2026.12.0"
+        artifacts:
+          rootfs.img: {rootfs_entry}
+          fit.itb: {{file: fit.itb, type: raw}}
+        machines:
+          raspberrypi4-64:
+            hardware-compatibility: ["1.0"]
+            copy1:
+              install:
+                rootfs.img: {sandbox.slot_b}
+                fit.itb: {{device: {sandbox.slot_b}, offset: 3M}}
+              bootenv: {{rootpart: "3"}}
+            copy2:
+              install:
+                rootfs.img: {sandbox.slot_a}
+                fit.itb: {{device: {sandbox.slot_a}, offset: {FIT_OFFSET}}}
+              bootenv: {{rootpart: "2"}}
+        """))
+    swu = tmp_path / "shared.swu"
+    cli("bundle", spec, "-o", swu, *keys.signing_args(), check=True)
+    return swu, rootfs, fit
+
+
+@pytest.mark.parametrize("zlib", [False, True], ids=["plain", "zlib-streamed"])
+def test_two_images_share_a_slot_at_their_offsets(cli, sandbox, keys, tmp_path: Path, zlib: bool) -> None:
+    """The verified-boot layout: the image from the slot's first byte, the FIT image at an offset in
+    the same slot, and every byte around them as it was (the raw handler neither truncates nor pads)."""
+    swu, rootfs, fit = _shared_slot_release(cli, keys, sandbox, tmp_path, zlib=zlib)
+    result = sandbox.install(swu, keys.ca, "stable,copy1")
+    assert result.succeeded, result.output
+    slot = sandbox.slot_bytes(sandbox.slot_b)
+    assert len(slot) == sandbox.slot_size
+    assert slot[: len(rootfs)] == rootfs
+    assert slot[FIT_OFFSET: FIT_OFFSET + len(fit)] == fit
+    for untouched in (slot[len(rootfs): FIT_OFFSET], slot[FIT_OFFSET + len(fit):]):
+        assert untouched == bytes([FILL_BYTE]) * len(untouched)
+    assert sandbox.untouched(sandbox.slot_a)
+    assert sandbox.printenv()["rootpart"] == "3"
+
+
+@pytest.mark.parametrize("member", ["rootfs.img", "fit.itb"])
+def test_a_tampered_image_of_a_shared_slot_writes_neither(cli, sandbox, keys, tmp_path: Path, member: str) -> None:
+    """Neither image is streamed: swupdate checks both hashes before it writes either, so a slot never
+    holds a new image next to an old FIT image (or the reverse) from a bundle that was refused."""
+    swu, _, _ = _shared_slot_release(cli, keys, sandbox, tmp_path)
+    bad = tampered(swu, tmp_path / "bad.swu", member, flip_at=-1)
+    before = sandbox.printenv()
+    for check_only in (True, False):
+        result = sandbox.install(bad, keys.ca, check_only=check_only)
+        assert result.returncode != 0 and SUCCESS_MARKER not in result.output, result.output
+    _assert_nothing_changed(sandbox, before)

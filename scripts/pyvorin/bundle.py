@@ -19,6 +19,7 @@ from .cpio import MAX_SIZE, CpioWriter
 from .errors import BundleError, PyvorinError, SpecError, VerificationError
 from .fsutil import atomic_output
 from .hashing import Digest, byte_sum, digest_chunks, digest_file, file_chunks, sha256_file
+from .layout import check_layout
 from .signing import SigningOptions, sign_content
 from .spec import COMPRESSION_MAGIC, Artifact, Compression, ImageType, ReleaseSpec, SbomFile, Script
 from .swdesc import PayloadInfo, render_sw_description
@@ -71,9 +72,11 @@ def _check_source(spec: ReleaseSpec, item: Artifact | Script | SbomFile) -> None
 
 def prepare(spec: ReleaseSpec, aes_key: aes.AesKey | None) -> list[Payload]:
     """Digest every payload as it will be stored (encrypted ones after encryption)."""
-    payloads = []
     for item in spec.payloads:
         _check_source(spec, item)
+    check_layout(spec)  # before the long part: digesting every image
+    payloads = []
+    for item in spec.payloads:
         identity = _identity(item.source)
         if isinstance(item, SbomFile):
             try:

@@ -24,6 +24,15 @@ _SETTING_NAME = re.compile(r"^[A-Za-z][-A-Za-z0-9_]*$")
 _MEMBER_NAME = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.+]*$")
 # U-Boot variable names: no '=' and no whitespace.
 _ENV_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+# A raw image's offset as a string: bytes, or KiB, MiB, GiB with a K, M or G suffix. SWUpdate reads
+# the digits with strtoull(base 0), so a leading zero (octal there) is refused rather than guessed.
+_OFFSET = re.compile(r"(0|[1-9][0-9]*)([KMG]?)")
+_OFFSET_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+#: Offsets are whole sectors: block devices are addressed in 512-byte sectors, and a slot's layout (the
+#: FIT window at its end) is too; an offset inside a sector is a slip (1000 for 1024), not a layout.
+SECTOR = 512
+#: SWUpdate seeks with lseek(2), whose off_t is signed 64-bit.
+MAX_OFFSET = (1 << 63) - SECTOR
 
 MODES = ("copy1", "copy2")
 
@@ -97,6 +106,7 @@ class Target:
     path: str | None = None
     filesystem: str | None = None
     source: str | None = None  # pyvdelta: the active slot the delta applies to
+    offset: int | None = None  # raw: where on ``device`` the image starts, in bytes
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,39 @@ def _bootenv(ctx: _Ctx, parent: Located, key: str) -> tuple[tuple[str, str], ...
     return tuple(result)
 
 
+def device_start(target: Target, artifact: Artifact) -> int | None:
+    """Where ``target`` starts writing its device's bytes; None when it writes files, not the device.
+
+    A pyvdelta rebuilds a slot image from the device's first byte, as a raw image without offset does."""
+    if target.device and artifact.type in (ImageType.RAW, ImageType.DELTA):
+        return target.offset or 0
+    return None
+
+
+def _offset(ctx: _Ctx, node: Located, name: str) -> int:
+    """``offset``: a whole number of bytes, or a string with a K/M/G (KiB/MiB/GiB) suffix."""
+    value = node["offset"]
+    if isinstance(value, str):
+        match = _OFFSET.fullmatch(value)
+        if not match:
+            raise ctx.fail(node, "offset", f"offset {value!r} of {name!r} is not a number of bytes, "
+                                           "optionally with a K, M or G suffix (KiB, MiB, GiB), like '64M'")
+        digits, unit = match.groups()
+        # No offset in range has 20 digits: longer strings are out of range without int() converting them.
+        value = int(digits) * _OFFSET_UNITS[unit] if len(digits) < 20 else MAX_OFFSET + 1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.fail(node, "offset", f"offset of {name!r} must be a whole number of bytes or a string like '64M'")
+    # Range first: the value of a number out of range is not worth printing (it may be thousands of digits).
+    if value < 0:
+        raise ctx.fail(node, "offset", f"offset of {name!r} must not be negative")
+    if value > MAX_OFFSET:
+        raise ctx.fail(node, "offset", f"offset of {name!r} is past what SWUpdate's lseek can reach (2^63 bytes)")
+    if value % SECTOR:
+        raise ctx.fail(node, "offset", f"offset {value} of {name!r} is not a multiple of {SECTOR}: "
+                                       f"block devices are written in {SECTOR}-byte sectors")
+    return value
+
+
 def _target(ctx: _Ctx, copy: Located, name: str, value: Any, artifact: Artifact) -> Target:
     if isinstance(value, str) and value:
         if artifact.type is ImageType.DELTA:
@@ -255,7 +298,12 @@ def _target(ctx: _Ctx, copy: Located, name: str, value: Any, artifact: Artifact)
         return Target(name, path=value)
     if not isinstance(value, Located):
         raise ctx.fail(copy, name, f"target of {name!r} must be a device/path string or a mapping")
+    if "offset" in value and artifact.type is not ImageType.RAW:
+        raise ctx.fail(value, "offset", f"offset is for raw images (SWUpdate's raw handler seeks to it); "
+                                        f"{name!r} is {artifact.type.value}")
     allowed = {"device", "source"} if artifact.type is ImageType.DELTA else {"device", "path", "filesystem"}
+    if artifact.type is ImageType.RAW:
+        allowed.add("offset")
     ctx.keys(value, allowed, (), f"target of {name!r}")
     target = Target(
         name,
@@ -263,6 +311,7 @@ def _target(ctx: _Ctx, copy: Located, name: str, value: Any, artifact: Artifact)
         path=ctx.string(value, "path", "path") if "path" in value else None,
         filesystem=ctx.string(value, "filesystem", "filesystem") if "filesystem" in value else None,
         source=ctx.string(value, "source", "source") if "source" in value else None,
+        offset=_offset(ctx, value, name) if "offset" in value else None,
     )
     if artifact.type is ImageType.DELTA:
         if not target.device or not target.source:
@@ -306,12 +355,31 @@ def _machine(ctx: _Ctx, name: str, node: Any, parent: Located, spec_artifacts: d
             targets.append(_target(ctx, install, artifact_name, value, spec_artifacts[artifact_name]))
         if not targets:
             raise ctx.fail(copy, "install", f"{name}.{mode} installs nothing")
+        _check_shared_devices(ctx, install, f"{name}.{mode}", targets, spec_artifacts)
         own_env = _bootenv(ctx, copy, "bootenv")
         merged = dict(common_env)
         merged.update(own_env)
         copies.append(Copy(mode, tuple(targets), tuple(merged.items())))
     _check_ab(ctx, node, name, copies)
     return Machine(name=name, hardware=tuple(revisions), copies=tuple(copies))
+
+
+def _check_shared_devices(ctx: _Ctx, install: Located, where: str, targets: list[Target],
+                          artifacts: dict[str, Artifact]) -> None:
+    """Two images of one copy may write one device only from different offsets: from the same one,
+    the second overwrites the first.  Whether each also ends before the next one starts is known
+    only from the files' sizes, so ``pyvorin bundle`` checks that (pyvorin.layout)."""
+    starts: dict[tuple[str, int], str] = {}
+    for target in targets:
+        start = device_start(target, artifacts[target.artifact])
+        if start is None:
+            continue
+        assert target.device is not None
+        other = starts.setdefault((target.device, start), target.artifact)
+        if other != target.artifact:
+            raise ctx.fail(install, target.artifact,
+                           f"{where}: {other!r} and {target.artifact!r} both write {target.device} from offset "
+                           f"{start}; one of them needs an 'offset' past the end of the other")
 
 
 def _check_ab(ctx: _Ctx, node: Located, machine: str, copies: list[Copy]) -> None:

@@ -58,6 +58,10 @@ def _copy(spec: ReleaseSpec, copy: Copy, infos: Mapping[str, PayloadInfo]) -> Gr
         fields: list[tuple[str, object]] = []
         if target.device:
             fields.append(("device", target.device))
+        if target.offset is not None:
+            # SWUpdate's documented form, a string (parser.c reads it with ustrtoull, base 0): plain
+            # decimal bytes, never a suffix or a leading zero whose meaning a reader could mistake.
+            fields.append(("offset", str(target.offset)))
         if target.filesystem:
             fields.append(("filesystem", target.filesystem))
         if target.path:
