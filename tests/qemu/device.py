@@ -25,15 +25,16 @@ class Firmware:
     kernel: guest.Kernel
 
 
-def firmware() -> Firmware:
-    """U-Boot, kernel and initramfs, built or taken from the cache."""
-    built = uboot.build()
+def firmware(*, verity: bool = False) -> Firmware:
+    """U-Boot, kernel and initramfs, built or taken from the cache; ``verity``: U-Boot with the
+    layer's verified-boot fragment."""
+    built = uboot.build(verity=verity)
     if built.env_size != layer.env_size():
         raise HarnessError(f"CONFIG_ENV_SIZE {built.env_size:#x} != fw_env.config size {layer.env_size():#x}")
     return Firmware(built, guest.kernel())
 
 
-def firmware_for(what: str) -> Firmware:
+def firmware_for(what: str, *, verity: bool = False) -> Firmware:
     """:func:`firmware` for a test module; ``what`` needs QEMU: without the host tools it is
     unavailable (a failure under CI, where scripts/test.sh installs them)."""
     from helpers import unavailable  # noqa: PLC0415 - tests/ is on the path only for the tests
@@ -42,27 +43,35 @@ def firmware_for(what: str) -> Firmware:
     if missing:
         unavailable(f"{what} need {', '.join(missing)}; scripts/test.sh installs them when run as root")
     started = time.monotonic()
-    built = firmware()
+    built = firmware(verity=verity)
     print(f"firmware ready in {time.monotonic() - started:.0f}s")
     return built
 
 
 class Device:
-    def __init__(self, work: Path, parts: Firmware, layout: Layout | None = None) -> None:
+    def __init__(self, work: Path, parts: Firmware, layout: Layout | None = None, dtb: Path | None = None) -> None:
         self.work = work
         self.parts = parts
+        #: U-Boot's control device tree instead of QEMU's (verified boot: the boot logic and FIT key).
+        self.dtb = dtb
         self.disk = Disk(work / "disk.img", layout or Layout())
         self.runs = 0
 
     def build(self, root_a: Path, bootargs: str | None = None, data_files: Mapping[str, str] | None = None) -> None:
         """Fresh disk: boot partition (no environment yet: U-Boot starts on its defaults), root A,
-        /data empty but for ``data_files`` (path -> text: what a factory puts there)."""
-        script = self.work / "boot.cmd"
-        script.write_text(layer.boot_script(bootargs))
-        run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "pyvorin A/B", "-d", script,
-             self.work / "boot.scr"])
-        # Only the boot script: kernel and initramfs live in /boot of each slot.
-        fat = make_fat(self.work / "boot.vfat", self.disk.layout.size(BOOT), {"boot.scr": self.work / "boot.scr"})
+        /data empty but for ``data_files`` (path -> text: what a factory puts there).
+
+        The boot partition holds the boot script; with verified boot (``dtb``) nothing: the boot
+        logic is in the device tree."""
+        files: dict[str, Path] = {}
+        if self.dtb is None:
+            script = self.work / "boot.cmd"
+            script.write_text(layer.boot_script(bootargs))
+            run(["mkimage", "-A", "arm64", "-T", "script", "-C", "none", "-n", "pyvorin A/B", "-d", script,
+                 self.work / "boot.scr"])
+            files["boot.scr"] = self.work / "boot.scr"
+        # Only the boot script: kernel and initramfs live in /boot of each slot (or its FIT).
+        fat = make_fat(self.work / "boot.vfat", self.disk.layout.size(BOOT), files)
         self.disk.create()
         self.disk.write_partition(BOOT, fat)
         self.disk.write_partition(ROOT_A, root_a)
@@ -91,7 +100,7 @@ class Device:
 
     def machine(self) -> vm.Machine:
         self.runs += 1
-        return vm.Machine(self.parts.uboot.binary, self.disk.path, self.work / f"serial-{self.runs}.log")
+        return vm.Machine(self.parts.uboot.binary, self.disk.path, self.work / f"serial-{self.runs}.log", dtb=self.dtb)
 
     def boot(self, timeout: float = RUN_TIMEOUT) -> vm.RunResult:
         machine = self.machine()
@@ -100,4 +109,7 @@ class Device:
 
     def env(self) -> dict[str, str]:
         return self.disk.env(layer.env_files(), layer.env_size())
+
+    def set_env(self, values: Mapping[str, str]) -> None:
+        self.disk.set_env(layer.env_files(), layer.env_size(), values)
 

@@ -107,6 +107,24 @@ class Disk:
         run(["mcopy", "-n", "-i", f"{self.path}@@{self.layout.offset(BOOT)}", f"::{name}", dest])
         return dest
 
+    def set_env(self, names: list[str], size: int, values: Mapping[str, str]) -> None:
+        """Write ``values`` into the U-Boot environment with the device's fw_setenv, as anyone who
+        can write the card can: both copies must exist (the first boot writes them)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "fw_env.config"
+            copies = [self.read_boot_file(name, Path(tmp) / name) for name in names]
+            config.write_text("".join(f"{copy} 0x0 {size:#x}\n" for copy in copies))
+            script = Path(tmp) / "script"
+            script.write_text("".join(f"{name}={value}\n" for name, value in values.items()))  # 0.3.5: name=value
+            device = device_swupdate.build()
+            run([device.tool("fw_setenv"), "-c", config, "-s", script], env=device.env)
+            for name, copy in zip(names, copies, strict=True):
+                run(["mcopy", "-o", "-i", f"{self.path}@@{self.layout.offset(BOOT)}", copy, f"::{name}"])
+        # fw_setenv exits 0 on a script line it cannot use: check what the next reader sees.
+        written = self.env(names, size)
+        if any(written.get(name) != value for name, value in values.items()):
+            raise HarnessError(f"fw_setenv did not write {dict(values)}; the environment has {written}")
+
     def env(self, names: list[str], size: int) -> dict[str, str]:
         """The U-Boot environment as libubootenv reads it from the boot partition's copies."""
         present = set(self.boot_files())

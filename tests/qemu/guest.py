@@ -24,9 +24,13 @@ MIRROR = "http://deb.debian.org/debian"
 #: the device's swupdate build (device_swupdate.build(ARM64)), which replaces
 #: Debian's swupdate and libubootenv.
 PACKAGES = ("linux-image-arm64", "busybox-static", "util-linux", "curl", "libconfig9", "libjson-c5", "liblua5.4-0",
-            "libarchive13", "libzstd1", "libssl3", "libsystemd0", "libyaml-0-2", "zlib1g")
+            "libarchive13", "libzstd1", "libssl3", "libsystemd0", "libyaml-0-2", "zlib1g", "cryptsetup-bin")
 #: Loaded in this order by the initramfs (dependencies are added before each).
 MODULES = ("virtio_mmio", "virtio_blk", "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii", "i6300esb")
+#: What the verified-boot initramfs adds (device-mapper's verity target and veritysetup, which
+#: the layer's initramfs module runs): modules loaded after MODULES, programs by their path.
+VERITY_MODULES = ("dm_mod", "dm_verity")
+VERITY_PROGRAMS = ("sbin/veritysetup",)
 #: Dynamically linked programs copied into every root file system, by their path in the extracted tree.
 # curl: the static busybox's wget crashes in glibc's resolver (static NSS).
 PROGRAMS = ("bin/findmnt", "usr/bin/curl")
@@ -117,6 +121,35 @@ def stamped_initrd(base: Path, build: str, dest: Path) -> Path:
     return dest
 
 
+def verity_initrd(base: Path, build: str, params: Path, module: Path, dest: Path) -> Path:
+    """``base`` (the initramfs of :func:`kernel`) with what verified boot adds to it:
+    ``/init.d/85-pyvorin_verity`` (the layer's initramfs-framework ``module``), its
+    ``/usr/share/misc/dm-verity.env`` (``params``, the image's dm-verity parameters), veritysetup with its
+    libraries, the device-mapper modules, and the build stamp of :func:`stamped_initrd`."""
+    root = tree()
+    staging = dest.with_name(dest.name + ".verity")
+    shutil.rmtree(staging, ignore_errors=True)
+    for sub in ("init.d", "usr/share/misc", "modules", "lib"):
+        (staging / sub).mkdir(parents=True)
+    (staging / "pyvorin-build").write_text(build + "\n")
+    shutil.copy2(module, staging / "init.d/85-pyvorin_verity")
+    shutil.copy2(params, staging / "usr/share/misc/dm-verity.env")
+    index = _module_index(root / "lib/modules" / _kernel_version(root))
+    order = _load_order(index, (*MODULES, *VERITY_MODULES))
+    for name in order:
+        if name not in _load_order(index, MODULES):
+            shutil.copy2(index[name], staging / "modules" / f"{name}.ko")
+    # Replaces the base archive's list: the kernel unpacks later archives over earlier ones.
+    (staging / "modules/order").write_text("\n".join(order) + "\n")
+    device = device_swupdate.build(device_swupdate.ARM64).root
+    _install_programs(staging, [(root / p, p) for p in VERITY_PROGRAMS], device)
+    (staging / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
+    data = gzip.decompress(base.read_bytes()) + _cpio_bytes(staging)
+    shutil.rmtree(staging)
+    dest.write_bytes(gzip.compress(data, 6, mtime=0))
+    return dest
+
+
 def _build_kernel(out: Path) -> None:
     root = tree()
     version = _kernel_version(root)
@@ -180,12 +213,19 @@ def base_tree(dest: Path) -> None:
     (dest / "var/lock").symlink_to("/run/lock")
     (dest / "var/tmp").symlink_to("/tmp")
     device = device_swupdate.build(device_swupdate.ARM64).root
+    _install_programs(dest, [(root / p, p) for p in PROGRAMS] + [(device / p, p) for p in DEVICE_PROGRAMS], device)
+    (dest / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
+
+
+def _install_programs(dest: Path, programs: Iterable[tuple[Path, str]], device: Path) -> None:
+    """Each (file, path under dest) with the shared libraries it needs, found with readelf, in
+    /lib/aarch64-linux-gnu, and the dynamic loader there."""
+    root = tree()
     seen: set[str] = set()
-    pending = [root / p for p in PROGRAMS] + [device / p for p in DEVICE_PROGRAMS]
-    for program in PROGRAMS:
-        _copy_file(root / program, dest / program, 0o755)
-    for program in DEVICE_PROGRAMS:
-        _copy_file(device / program, dest / program, 0o755)
+    pending: list[Path] = []
+    for source, path in programs:
+        _copy_file(source, dest / path, 0o755)
+        pending.append(source)
     while pending:
         for name in _needed(pending.pop()):
             if name in seen:
@@ -195,5 +235,4 @@ def base_tree(dest: Path) -> None:
             _copy_file(lib, dest / "lib/aarch64-linux-gnu" / name, 0o755)
             pending.append(lib)
     _copy_file(root / _LOADER, dest / "lib/aarch64-linux-gnu/ld-linux-aarch64.so.1", 0o755)
-    (dest / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
 

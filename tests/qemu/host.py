@@ -29,6 +29,9 @@ TOOLS: Mapping[str, str] = {
     "bc": "bc",
     "cpio": "cpio",
     "gzip": "gzip",
+    # Verified boot: the hash tree, and the control device tree's boot logic.
+    "veritysetup": "cryptsetup-bin",
+    "fdtput": "device-tree-compiler",
 }
 
 

@@ -25,20 +25,22 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, kernel: guest.Kernel,
+def rootfs_tree(dest: Path, role: str, version: str, ca_cert: Path, kernel: guest.Kernel | None,
                 padding: int = 0) -> Path:
     """A root file system tree; ``padding`` bytes of incompressible data make installs take longer.
 
     /boot holds the kernel and an initramfs stamped with ``version``: U-Boot
-    boots them from the slot, as it boots the Raspberry Pi's kernel-image."""
+    boots them from the slot, as it boots the Raspberry Pi's kernel-image.
+    Without ``kernel`` /boot stays empty: with verified boot they are in the slot's FIT."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role}")
     guest.base_tree(dest)
-    # As oe-core's kernel-image package lays it out: the versioned file and a
-    # symlink with the name the boot script loads (U-Boot's ext4 follows it).
-    shutil.copy2(kernel.image, dest / f"boot/vmlinuz-{kernel.version}")
-    (dest / "boot/vmlinuz").symlink_to(f"vmlinuz-{kernel.version}")
-    guest.stamped_initrd(kernel.initrd, version, dest / "boot/initrd.img")
+    if kernel is not None:
+        # As oe-core's kernel-image package lays it out: the versioned file and a
+        # symlink with the name the boot script loads (U-Boot's ext4 follows it).
+        shutil.copy2(kernel.image, dest / f"boot/vmlinuz-{kernel.version}")
+        (dest / "boot/vmlinuz").symlink_to(f"vmlinuz-{kernel.version}")
+        guest.stamped_initrd(kernel.initrd, version, dest / "boot/initrd.img")
     for name, (text, mode) in layer.rootfs_files(SLOT_A, SLOT_B).items():
         _write(dest / name, text, mode)
     with open(dest / "etc/default/pyvorin-confirm", "a") as handle:

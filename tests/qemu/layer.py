@@ -17,6 +17,8 @@ LAYER = ROOT / "meta-pyvorin"
 RPI_BSP = LAYER / "dynamic-layers/raspberrypi/recipes-bsp"
 BOOT_SCRIPT = RPI_BSP / "rpi-u-boot-scr/files/boot.cmd.in"
 FW_ENV_CONFIG = RPI_BSP / "u-boot/files/pyvorin-fw_env.config"
+VERITY_BOOT = RPI_BSP / "u-boot/files/pyvorin-verity-boot.cmd.in"
+VERITY_INITRAMFS_MODULE = LAYER / "recipes-core/initrdscripts/files/pyvorin-verity"
 CONFIRM = LAYER / "recipes-pyvorin/pyvorin-confirm/files"
 
 #: The QEMU board's values for the words of boot.cmd.in. The Raspberry Pi
@@ -43,6 +45,19 @@ QEMU_BOOT_WORDS: Mapping[str, str] = {
 }
 
 
+#: The QEMU board's values for the words of pyvorin-verity-boot.cmd.in (verified boot).
+QEMU_VERITY_WORDS: Mapping[str, str] = {
+    **{k: QEMU_BOOT_WORDS[k] for k in ("BOOT_MEDIA", "PYVORIN_BOOT_DEVPART", "PYVORIN_BOOT_DEV", "PYVORIN_ENV_FILE",
+                                       "PYVORIN_ENV_FILE_REDUND", "PYVORIN_SLOT_A_PART", "PYVORIN_SLOT_B_PART",
+                                       "PYVORIN_BOOTLIMIT", "PYVORIN_ROOT_PREFIX", "PYVORIN_PANIC_TIMEOUT")},
+    "PYVORIN_BOOTARGS": "console=ttyAMA0 quiet",
+    # 64 MiB of 512-byte blocks, in hex as U-Boot's read and setexpr take it.
+    "PYVORIN_FIT_WINDOW_BLOCKS": "0x20000",
+    # RAM is 0x40000000-0x7fffffff: the FIT above the kernel's load address (0x40400000) and its 64 MiB.
+    "PYVORIN_FIT_ADDR": "0x48000000",
+}
+
+
 def render(path: Path, words: Mapping[str, str], marker: str = "@@") -> str:
     """``path`` with every ``<marker>NAME<marker>`` replaced from ``words``."""
     text = path.read_text()
@@ -59,6 +74,13 @@ def boot_script(bootargs: str | None = None) -> str:
     if bootargs is not None:
         words["PYVORIN_BASE_BOOTARGS"] = f"setenv bootargs {bootargs}"
     return render(BOOT_SCRIPT, words)
+
+
+def verity_boot_command(words: Mapping[str, str] = QEMU_VERITY_WORDS) -> str:
+    """The verified-boot logic as the control device tree's /config/bootcmd holds it: filled in,
+    comment and blank lines dropped (U-Boot's hush runs the lines as a script)."""
+    lines = render(VERITY_BOOT, words).splitlines()
+    return "\n".join(line for line in lines if line.strip() and not line.lstrip().startswith("#")) + "\n"
 
 
 def env_size() -> int:

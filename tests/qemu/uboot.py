@@ -22,7 +22,10 @@ from qemu.errors import HarnessError
 from qemu.host import run
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYER_FRAGMENT = ROOT / "meta-pyvorin/dynamic-layers/raspberrypi/recipes-bsp/u-boot/files/pyvorin-ab.cfg"
+LAYER_FILES = ROOT / "meta-pyvorin/dynamic-layers/raspberrypi/recipes-bsp/u-boot/files"
+LAYER_FRAGMENT = LAYER_FILES / "pyvorin-ab.cfg"
+#: Verified boot (DISTRO_FEATURES pyvorin-verity): merged last, as the bbappend adds it last.
+VERITY_FRAGMENT = LAYER_FILES / "pyvorin-verity.cfg"
 BOARD_FRAGMENT = Path(__file__).with_name("files") / "qemu-arm64.cfg"
 BOARD_FILE = "board/emulation/qemu-arm/qemu-arm.c"
 _BOARD_INIT = "int board_init(void)\n{\n"
@@ -52,7 +55,7 @@ def _patch_board(source: Path) -> None:
                                  "\tvirtio_init();\n", 1))
 
 
-def _build(out: Path) -> None:
+def _build(out: Path, fragments: tuple[Path, ...]) -> None:
     work = out / "src"
     work.mkdir()
     try:
@@ -68,11 +71,12 @@ def _build(out: Path) -> None:
     build = out / "build"
     jobs = str(os.cpu_count() or 1)
     run(["make", "-s", f"O={build}", "qemu_arm64_defconfig"], cwd=source, env=_CROSS)
-    run(["scripts/kconfig/merge_config.sh", "-m", "-O", build, build / ".config", LAYER_FRAGMENT, BOARD_FRAGMENT],
-        cwd=source, env=_CROSS)
+    run(["scripts/kconfig/merge_config.sh", "-m", "-O", build, build / ".config", *fragments], cwd=source, env=_CROSS)
     run(["make", "-s", f"O={build}", "olddefconfig"], cwd=source, env=_CROSS)
     config = (build / ".config").read_text()
-    wanted = {**_options(LAYER_FRAGMENT.read_text()), **_options(BOARD_FRAGMENT.read_text())}
+    wanted: dict[str, str] = {}
+    for fragment in fragments:
+        wanted.update(_options(fragment.read_text()))
     got = _options(config)
     lost = {k: v for k, v in wanted.items() if got.get(k, "n") != v}
     if lost:
@@ -84,10 +88,12 @@ def _build(out: Path) -> None:
     shutil.rmtree(build)
 
 
-def build() -> UBoot:
-    """The cached U-Boot, built on first use (about 2-3 minutes on 2 cores)."""
-    inputs = cache.key(LAYER_FRAGMENT.read_bytes(), BOARD_FRAGMENT.read_bytes(), Path(__file__).read_bytes())
-    out = cache.entry("u-boot", inputs, _build)
+def build(*, verity: bool = False) -> UBoot:
+    """The cached U-Boot, built on first use (about 2-3 minutes on 2 cores); ``verity``: with the
+    layer's verified-boot fragment."""
+    fragments = (LAYER_FRAGMENT, BOARD_FRAGMENT, *((VERITY_FRAGMENT,) if verity else ()))
+    inputs = cache.key(*(f.read_bytes() for f in fragments), Path(__file__).read_bytes())
+    out = cache.entry("u-boot-verity" if verity else "u-boot", inputs, lambda path: _build(path, fragments))
     size = _options((out / "config").read_text()).get("CONFIG_ENV_SIZE", "")
     if not size:
         raise HarnessError("CONFIG_ENV_SIZE missing from the U-Boot configuration")

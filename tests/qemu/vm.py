@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qemu.errors import HarnessError
+from qemu.host import run
 
 import layer_gate
 
@@ -44,7 +45,7 @@ class Network:
     forwards: tuple[tuple[int, int], ...]
     outbound: tuple[tuple[str, int, int], ...] = ()
 
-    def argv(self) -> list[str]:
+    def argv(self, *, with_dtb: bool = True) -> list[str]:
         rules = "".join(f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for host, guest in self.forwards)
         rules += "".join(f",guestfwd=tcp:{address}:{port}-cmd:socat STDIO TCP:127.0.0.1:{host}"
                          for address, port, host in self.outbound)
@@ -53,8 +54,10 @@ class Network:
 
 class Machine:
     def __init__(self, firmware: Path, disk: Path, log: Path, *, network: Network | None = None, cpus: int = 1,
-                 memory_mib: int = 1024) -> None:
+                 memory_mib: int = 1024, dtb: Path | None = None) -> None:
         self.firmware = firmware
+        #: The device tree QEMU hands the firmware instead of its own (U-Boot's control DT: OF_BOARD).
+        self.dtb = dtb
         self.disk = disk
         self.log = log
         self.network = network
@@ -63,17 +66,23 @@ class Machine:
         self._process: subprocess.Popen[bytes] | None = None
         self._started = 0.0
 
-    def argv(self) -> list[str]:
+    def argv(self, *, with_dtb: bool = True) -> list[str]:
         # TCG, one CPU by default: -smp 2 is slower on two host cores for the
         # busybox guests; systemd's parallel start-up gains from two.
         nic = self.network.argv() if self.network else ["-nic", "none"]
         return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a57", "-smp", str(self.cpus),
                 "-m", str(self.memory_mib), "-nodefaults", "-display", "none", "-monitor", "none", *nic,
                 "-serial", f"file:{self.log}",
-                "-bios", str(self.firmware),
+                "-bios", str(self.firmware), *(["-dtb", str(self.dtb)] if self.dtb and with_dtb else []),
                 "-drive", f"if=none,file={self.disk},format=raw,id=disk0",
                 "-device", "virtio-blk-device,drive=disk0",
                 "-device", "i6300esb", "-action", "watchdog=reset"]
+
+    def dump_dtb(self, dest: Path) -> Path:
+        """The device tree QEMU generates for this machine (what U-Boot gets without ``dtb``); the
+        disk must exist."""
+        run([*self.argv(with_dtb=False), "-machine", f"dumpdtb={dest}"], timeout=60)
+        return dest
 
     def start(self) -> None:
         # The guest's watchdog and boot counter race the clock: never beside
