@@ -74,6 +74,12 @@ class Machine:
     entry: Path
     repos: tuple[Repo, ...]
 
+    @property
+    def verity_built(self) -> bool:
+        """Whether verified boot (kas/opt/verity.yml) is built for this machine: U-Boot's chain
+        exists for the Raspberry Pi only; elsewhere the distro refuses the feature."""
+        return any(repo.name == "meta-raspberrypi" for repo in self.repos)
+
 
 def _load(path: Path) -> dict[str, object]:
     import yaml  # noqa: PLC0415 - kas needs PyYAML too; a missing one is named in main()
@@ -314,6 +320,21 @@ def gate(names: list[str]) -> int:
             (build / f"build-{machine.name}" / "gate-out" / "kas-record.yml").write_text(record)
             print(f"   PASS ({int(time.monotonic()) - started} s) - log: {log}")
             print("".join(f"   {line}\n" for line in text.splitlines() if line.startswith("gate:")), end="")
+            # The same machine with verified boot selected, in a build directory of its own
+            # (kas rewrites local.conf: sharing one would reparse both configurations every run).
+            print(f"== {machine.name} + kas/opt/verity.yml", flush=True)
+            log = build / f"{machine.name}-verity.log"
+            started = int(time.monotonic())
+            expect = "parses" if machine.verity_built else "refused"
+            passed = runner.run([kas, "shell", f"{config}:{src}/kas/opt/verity.yml", "-c",
+                                 f"{src / 'scripts/layer-gate-verity.sh'} {expect}"], log,
+                                {**kas_env, "KAS_BUILD_DIR": str(build / f"build-{machine.name}-verity")})
+            text = log.read_text(errors="replace")
+            print(f"   {'PASS' if passed else 'FAIL'} ({int(time.monotonic()) - started} s) - log: {log}")
+            shown = [line for line in text.splitlines() if line.startswith("gate:")] if passed \
+                else [f"| {line}" for line in text.splitlines()[-30:]]
+            print("".join(f"   {line}\n" for line in shown), end="")
+            status = status if passed else 1
         else:
             print(f"   FAIL ({int(time.monotonic()) - started} s) - log: {log}")
             print("".join(f"   | {line}\n" for line in text.splitlines()[-30:]), end="")

@@ -66,7 +66,7 @@ KAS = os.environ.get("KAS", "/opt/kas-venv/bin/kas")
 #: Everything a gate run reads from this tree.
 INPUT_DIRS = ("meta-pyvorin", "kas")
 INPUT_FILES = ("scripts/layer-gate.py", "scripts/layer-gate-checks.sh", "scripts/layer-gate-closure.py",
-               "scripts/layer-gate-install.py", "scripts/layer-gate-bundle.py")
+               "scripts/layer-gate-install.py", "scripts/layer-gate-bundle.py", "scripts/layer-gate-verity.sh")
 TIMEOUT = 3600
 
 
@@ -95,6 +95,8 @@ class GateRun:
     bundle: Path | None = None
     #: ``kas dump --resolve-refs --resolve-local`` of the build: what it used, commit by commit.
     kas_record: Path | None = None
+    #: The summary of the same machine with kas/opt/verity.yml (scripts/layer-gate-verity.sh).
+    verity_lines: tuple[str, ...] = ()
 
 
 def base() -> Path:
@@ -224,6 +226,8 @@ def _read(out: Path, machine: str) -> GateRun:
         packages[package] = recipe
     return GateRun(machine=machine, log=log,
                    lines=tuple(line.strip() for line in log.splitlines() if line.strip().startswith("gate:")),
+                   verity_lines=tuple(line.strip() for line in (out / "gate-verity.log").read_text().splitlines()
+                                      if line.strip().startswith("gate: verity:")),
                    recipes=frozenset((out / "pn-buildlist").read_text().split()), packages=packages,
                    install=out / "install" if (out / "install").is_dir() else None,
                    bundle_spec=json.loads((out / "bundle-spec.json").read_text()),
@@ -293,6 +297,7 @@ def run(machine: str) -> GateRun:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     (work / "gate.log").write_text(log)
+    shutil.copy(build / f"{machine}-verity.log", work / "gate-verity.log")
     for name in ("packages.txt", "pn-buildlist", "bundle-spec.json", "slot-map.txt", "kas-record.yml"):
         shutil.copy(build / f"build-{machine}" / "gate-out" / name, work / name)
     exported = build / f"build-{machine}" / "gate-out" / "install"

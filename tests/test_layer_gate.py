@@ -59,6 +59,21 @@ def test_gate_parses_checks_and_dry_runs_both_images(prerequisites: None, machin
 
 
 @pytest.mark.parametrize("machine", layer_gate.MACHINES)
+def test_verified_boot_parses_on_the_pi_and_is_refused_elsewhere(prerequisites: None, machine: str) -> None:
+    """kas/opt/verity.yml: the Pi parses and dry-runs with U-Boot's verity fragment and the
+    initramfs module; the Jetson, whose chain is a plan only, stops with one clear line."""
+    lines = gate(machine).verity_lines
+    if machine.startswith("raspberrypi"):
+        for check in ("bitbake -p: parsed with pyvorin-verity", "SRC_URI carries pyvorin-verity.cfg after pyvorin-ab.cfg",
+                      "bitbake -n initramfs-module-pyvorin-verity: ok",
+                      "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity"):
+            assert any(check in line for line in lines), f"{machine}: no '{check}' in:\n" + "\n".join(lines)
+    else:
+        assert any("refused: pyvorin: DISTRO_FEATURES pyvorin-verity is built for the Raspberry Pi only" in line
+                   for line in lines), lines
+
+
+@pytest.mark.parametrize("machine", layer_gate.MACHINES)
 def test_the_kas_record_names_every_commit_the_build_used(prerequisites: None, machine: str) -> None:
     """``kas dump --resolve-refs --resolve-local``, as the release job keeps it
     (examples/ci/release.yml), run on the gate's own build: each pinned repository

@@ -16,6 +16,15 @@ python pyvorin_sanity_check() {
         for collection, what in (('openembedded-layer', 'auditd'), ('networking-layer', 'the nftables firewall')):
             if collection not in collections:
                 bb.warn("pyvorin: %s is not in BBLAYERS: the image is built without %s" % (collection, what))
+    if 'pyvorin-verity' in features:
+        # Verified boot extends the A/B slots (the FIT sits at the end of each)
+        # and is built for U-Boot on the Raspberry Pi; the Jetson's UEFI chain
+        # is a plan so far (docs/verified-boot.md), so it must not look enabled.
+        if 'pyvorin-update' not in features:
+            bb.fatal("pyvorin: DISTRO_FEATURES pyvorin-verity needs the A/B update feature (add meta-swupdate)")
+        if 'rpi' not in (e.data.getVar('MACHINEOVERRIDES') or '').split(':'):
+            bb.fatal("pyvorin: DISTRO_FEATURES pyvorin-verity is built for the Raspberry Pi only; "
+                     "for %s see the plan in docs/verified-boot.md" % e.data.getVar('MACHINE'))
     if bb.utils.to_boolean(e.data.getVar('PYVORIN_PRODUCTION')):
         if 'pyvorin-update' not in features:
             bb.fatal("pyvorin: PYVORIN_PRODUCTION = \"1\" needs the update feature (add meta-swupdate)")
