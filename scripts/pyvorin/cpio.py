@@ -25,7 +25,8 @@ REG_FILE = 0o100644
 BLOCK = 512  # GNU cpio pads the archive to whole blocks; so do we
 
 
-def _pad(offset: int) -> int:
+def pad(offset: int) -> int:
+    """Bytes of padding after ``offset`` bytes to the next multiple of 4 (newc aligns headers and data)."""
     return (4 - offset % 4) % 4
 
 
@@ -33,7 +34,7 @@ def header(ino: int, mode: int, size: int, name: str, checksum: int, mtime: int 
     encoded = name.encode() + b"\x00"
     fields = (ino, mode, 0, 0, nlink, mtime, size, 0, 0, 0, 0, len(encoded), checksum)
     head = MAGIC_CRC + b"".join(b"%08X" % f for f in fields)
-    return head + encoded + b"\x00" * _pad(HEADER_LEN + len(encoded))
+    return head + encoded + b"\x00" * pad(HEADER_LEN + len(encoded))
 
 
 class CpioWriter:
@@ -59,7 +60,7 @@ class CpioWriter:
         self._write(header(self._ino, REG_FILE, size, name, checksum & 0xFFFFFFFF, self._mtime))
 
     def _end(self, size: int) -> None:
-        self._write(b"\x00" * _pad(size))
+        self._write(b"\x00" * pad(size))
 
     def add_bytes(self, name: str, data: bytes, checksum: int) -> None:
         self._begin(name, len(data), checksum)
@@ -137,6 +138,15 @@ def _hex(field: bytes, what: str, offset: int) -> int:
 
 _FIELD_NAMES = ("inode", "mode", "uid", "gid", "link count", "mtime", "file size", "device major", "device minor",
                 "rdev major", "rdev minor", "name size", "checksum")
+#: Indices into :func:`header_fields`.
+MODE, NLINK, FILE_SIZE, NAME_SIZE, CHECKSUM = 1, 4, 6, 11, 12
+
+
+def header_fields(head: bytes, offset: int) -> list[int]:
+    """The thirteen numbers of a newc or crc header (``HEADER_LEN`` bytes at ``offset``), validated."""
+    if head[:6] not in (MAGIC_CRC, MAGIC_NEWC):
+        raise BundleError(f"not a cpio newc/crc archive: bad magic at offset {offset}")
+    return [_hex(head[6 + 8 * i : 14 + 8 * i], _FIELD_NAMES[i], offset) for i in range(13)]
 
 
 def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
@@ -148,14 +158,8 @@ def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
         if len(head) < HEADER_LEN:
             raise BundleError(f"truncated bundle: no cpio trailer (archive ends at offset {offset})")
         magic = head[:6]
-        if magic not in (MAGIC_CRC, MAGIC_NEWC):
-            raise BundleError(f"not a cpio newc/crc archive: bad magic at offset {offset}")
-        fields = [head[6 + 8 * i : 14 + 8 * i] for i in range(13)]
-        for index, field in enumerate(fields):
-            _hex(field, _FIELD_NAMES[index], offset)
-        size = _hex(fields[6], "file size", offset)
-        namesize = _hex(fields[11], "name size", offset)
-        checksum = _hex(fields[12], "checksum", offset)
+        fields = header_fields(head, offset)
+        size, namesize, checksum = fields[FILE_SIZE], fields[NAME_SIZE], fields[CHECKSUM]
         if namesize < 2 or namesize > MAX_NAME + 1:
             raise BundleError(f"cpio member at offset {offset}: name size {namesize} out of range")
         raw_name = handle.read(namesize)
@@ -165,7 +169,7 @@ def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
             name = raw_name[:-1].decode()
         except UnicodeDecodeError as exc:
             raise BundleError(f"cpio member at offset {offset}: name is not UTF-8") from exc
-        data_offset = offset + HEADER_LEN + namesize + _pad(HEADER_LEN + namesize)
+        data_offset = offset + HEADER_LEN + namesize + pad(HEADER_LEN + namesize)
         if name == TRAILER:
             return
         if "/" in name or "\\" in name or name in {".", ".."} or name.startswith("-") or not name.isprintable():
@@ -173,7 +177,7 @@ def iter_members(handle: BinaryIO, file_size: int) -> Iterator[Member]:
         if data_offset + size > file_size:
             raise BundleError(f"truncated bundle: member {name!r} needs {size} bytes past the end of the file")
         yield Member(name, size, checksum, data_offset, magic == MAGIC_CRC)
-        offset = data_offset + size + _pad(size)
+        offset = data_offset + size + pad(size)
 
 
 def member_chunks(handle: BinaryIO, member: Member, chunk: int = 1 << 20) -> Iterator[bytes]:

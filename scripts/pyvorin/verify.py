@@ -1,4 +1,5 @@
-"""Verifying a bundle the way SWUpdate will: signature first, then every hash.
+"""Verifying a bundle the way SWUpdate will: signature first, then every hash; then, for
+verified boot, each dm-verity image against the root hash in its FIT (:mod:`pyvorin.bundle_verity`).
 
 The first problem found is raised as VerificationError; nothing is extracted.
 """
@@ -13,6 +14,7 @@ from cryptography.exceptions import InvalidSignature
 
 from . import cms
 from .archive import OpenBundle, image_hashes, open_bundle
+from .bundle_verity import VerityCheck, check_bundle
 from .cpio import member_chunks
 from .errors import KeyError_, VerificationError
 from .hashing import digest_chunks
@@ -44,6 +46,7 @@ class Report:
     version: str
     signer: str  # who signed, or "unsigned"
     members: tuple[MemberReport, ...]
+    verity: tuple[VerityCheck, ...] = ()
 
 
 def check_signature(sw_description: bytes, signature: bytes, options: VerifyOptions) -> str:
@@ -73,7 +76,8 @@ def verify_bundle(path: Path, options: VerifyOptions) -> Report:
         else:
             signer = check_signature(bundle.sw_description, bundle.signature, options)
         version, reports = check_contents(bundle, path)
-        return Report(version, signer, reports)
+        # Only once every member is the one sw-description names: the FIT and image read are the signed ones.
+        return Report(version, signer, reports, check_bundle(bundle, bundle.description()))
 
 
 def check_contents(bundle: OpenBundle, path: Path) -> tuple[str, tuple[MemberReport, ...]]:

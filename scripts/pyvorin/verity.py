@@ -18,15 +18,14 @@ stored tree block compared as soon as it is computed. Memory: the read buffer
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import PyvorinError, VerificationError
+from .region import Region
 
 SIGNATURE = b"verity\0\0"
 #: struct verity_sb (libcryptsetup lib/verity/verity.c), little endian, 512 bytes.
@@ -69,12 +68,11 @@ def _power_of_two(value: int) -> bool:
     return value >= 512 and value & (value - 1) == 0
 
 
-def read_superblock(stream: BinaryIO, hash_offset: int) -> Superblock:
+def read_superblock(region: Region, hash_offset: int) -> Superblock:
     """The superblock at ``hash_offset``; raises VerityError naming what is wrong with it."""
-    stream.seek(hash_offset)
-    raw = stream.read(_SUPERBLOCK.size)
-    if len(raw) != _SUPERBLOCK.size:
+    if hash_offset < 0 or hash_offset + _SUPERBLOCK.size > region.size:
         raise VerityError(f"no verity superblock at offset {hash_offset}: the image ends there")
+    raw = region.read(hash_offset, _SUPERBLOCK.size)
     (signature, version, hash_type, raw_uuid, raw_algorithm, data_block_size, hash_block_size, data_blocks,
      salt_size, _pad, salt, _pad2) = _SUPERBLOCK.unpack(raw)
     if signature != SIGNATURE:
@@ -108,38 +106,43 @@ def level_sizes(data_blocks: int, hash_block_size: int) -> list[int]:
 def check(path: Path, root_hash: str, hash_offset: int) -> Checked:
     """Recompute the tree of the verity image at ``path`` (data from 0, superblock and tree at
     ``hash_offset``) and compare every stored tree block and the root with it."""
+    with open(path, "rb") as stream:
+        try:
+            return check_region(Region.whole(stream, path), root_hash, hash_offset)
+        except VerityError as exc:
+            raise VerityError(f"{path}: {exc}") from exc
+
+
+def check_region(region: Region, root_hash: str, hash_offset: int) -> Checked:
+    """:func:`check` of an image that is a region of a file (a bundle member, in place); offsets in
+    errors count from the region's start, and its name is left to the caller to add."""
     expected = root_hash.lower()
     if not re.fullmatch(r"[0-9a-f]{64}", expected):
         raise VerityParamsError(f"root hash {root_hash!r}: not 64 hex digits (sha256)")
-    with open(path, "rb") as stream:
-        superblock = read_superblock(stream, hash_offset)
-        sizes = level_sizes(superblock.data_blocks, superblock.hash_block_size)
-        # Stored top level first, after the superblock's own hash block.
-        starts: list[int] = [0] * len(sizes)
-        position = hash_offset + superblock.hash_block_size
-        for level in reversed(range(len(sizes))):
-            starts[level] = position
-            position += sizes[level] * superblock.hash_block_size
-        stream.seek(0, 2)
-        if stream.tell() < position:
-            raise VerityError(f"{path}: the hash tree ends at {position}, the image at {stream.tell()}")
-        tree = _Tree(stream, superblock, sizes, starts, path)
-        computed = tree.run()
+    superblock = read_superblock(region, hash_offset)
+    sizes = level_sizes(superblock.data_blocks, superblock.hash_block_size)
+    # Stored top level first, after the superblock's own hash block.
+    starts: list[int] = [0] * len(sizes)
+    position = hash_offset + superblock.hash_block_size
+    for level in reversed(range(len(sizes))):
+        starts[level] = position
+        position += sizes[level] * superblock.hash_block_size
+    if region.size < position:
+        raise VerityError(f"the hash tree ends at {position}, the image at {region.size}")
+    computed = _Tree(region, superblock, sizes, starts).run()
     if computed != expected:
-        raise VerityError(f"{path}: root hash {computed}, expected {expected}")
+        raise VerityError(f"root hash {computed}, expected {expected}")
     return Checked(computed, superblock, len(sizes), sum(sizes))
 
 
 class _Tree:
     """One pass over the data, building each level's blocks and holding them to the stored ones."""
 
-    def __init__(self, stream: BinaryIO, superblock: Superblock, sizes: list[int], starts: list[int],
-                 path: Path) -> None:
-        self.stream = stream
+    def __init__(self, region: Region, superblock: Superblock, sizes: list[int], starts: list[int]) -> None:
+        self.region = region
         self.sb = superblock
         self.sizes = sizes
         self.starts = starts
-        self.path = path
         self.pending: list[list[bytes]] = [[] for _ in sizes]
         self.written = [0] * len(sizes)
         self.per_block = superblock.hash_block_size // DIGEST_SIZE
@@ -164,22 +167,22 @@ class _Tree:
         self.pending[level] = []
         index = self.written[level]
         self.written[level] += 1
-        # pread: the data is read on from where it is, the tree block from where it lies.
+        # The tree lies inside the region: check_region measured it before the first read.
         offset = self.starts[level] + index * self.sb.hash_block_size
-        if os.pread(self.stream.fileno(), self.sb.hash_block_size, offset) != block:
-            raise VerityError(f"{self.path}: hash block {index} of tree level {level} does not match the data "
+        if self.region.read(offset, self.sb.hash_block_size) != block:
+            raise VerityError(f"hash block {index} of tree level {level} does not match the data "
                               f"below it (offset {offset})")
         self._push(level + 1, self._digest(block))
 
     def run(self) -> str:
         size = self.sb.data_block_size
         remaining = self.sb.data_blocks
-        self.stream.seek(0)
+        position = 0
         while remaining:
             count = min(remaining, max(1, CHUNK // size))
-            chunk = self.stream.read(count * size)
-            if len(chunk) != count * size:
-                raise VerityError(f"{self.path}: the data ends before its {self.sb.data_blocks} blocks")
+            # The data ends before the superblock (read_superblock), which lies inside the region.
+            chunk = self.region.read(position, count * size)
+            position += len(chunk)
             for offset in range(0, len(chunk), size):
                 digest = self._digest(chunk[offset:offset + size])
                 if not self.sizes:     # one data block: its hash is the root
@@ -192,24 +195,35 @@ class _Tree:
             if self.pending[level]:
                 self._emit(level)
         if self.written != self.sizes:
-            raise VerityError(f"{self.path}: tree levels of {self.written} blocks, expected {self.sizes}")
+            raise VerityError(f"tree levels of {self.written} blocks, expected {self.sizes}")
         return self.root
 
 
 def read_params(path: Path) -> tuple[str, int]:
     """ROOT_HASH and the hash offset (DATA_SIZE) from the parameters file meta-security's
     dm-verity-img class writes beside the image (KEY=VALUE lines)."""
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError as exc:
+        raise VerityParamsError(f"{path}: not a parameters file (not UTF-8 text)") from exc
+    return parse_params(text, str(path))
+
+
+def parse_params(text: str, source: str) -> tuple[str, int]:
+    """:func:`read_params` of the file's text (``source`` names it in errors): the same file rides in
+    a FIT's initramfs as /usr/share/misc/dm-verity.env."""
     values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         key, sep, value = line.partition("=")
         if not sep:
-            raise VerityParamsError(f"{path}:{number}: not KEY=VALUE: {line[:60]!r}")
+            raise VerityParamsError(f"{source}:{number}: not KEY=VALUE: {line[:60]!r}")
         values[key.strip()] = value.strip()
     missing = [key for key in ("ROOT_HASH", "DATA_SIZE") if key not in values]
     if missing:
-        raise VerityParamsError(f"{path}: no {' or '.join(missing)} (a dm-verity-img parameters file has both)")
-    if not values["DATA_SIZE"].isdigit():
-        raise VerityParamsError(f"{path}: DATA_SIZE {values['DATA_SIZE']!r} is not a byte count")
+        raise VerityParamsError(f"{source}: no {' or '.join(missing)} (a dm-verity-img parameters file has both)")
+    # isdecimal, not isdigit: int() refuses superscripts, which isdigit accepts.
+    if not values["DATA_SIZE"].isdecimal() or len(values["DATA_SIZE"]) > 20:
+        raise VerityParamsError(f"{source}: DATA_SIZE {values['DATA_SIZE'][:40]!r} is not a byte count")
     return values["ROOT_HASH"], int(values["DATA_SIZE"])

@@ -14,8 +14,11 @@ HELP = "check a bundle's signature and every sha256"
 DESCRIPTION = """\
 Verify a bundle as SWUpdate will before installing it: the signature of
 sw-description (CMS: chain to --cert, certificate purpose, validity), then
-each member's cpio checksum and sha256 against sw-description.  Exits 1
-naming the first problem.
+each member's cpio checksum and sha256 against sw-description.  Then, for
+verified boot, an image a copy writes to a device from offset 0 is held to
+the root hash in the FIT it writes to the same device at an offset (the
+FIT's ramdisk carries usr/share/misc/dm-verity.env): the image's dm-verity
+tree is recomputed, one line per pair.  Exits 1 naming the first problem.
 
   pyvorin verify release.swu --cert keys/swupdate/ca.crt
   pyvorin verify release.swu --scheme rsa-pss --key signer-public.pem
@@ -47,4 +50,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.bundle}: OK, version {report.version}, signed by {report.signer}")
     for member in report.members:
         print(f"  {member.name:<32} {member.size:>12}  sha256:{member.sha256}")
+    for check in report.verity:
+        print(check.line())
     return 0
