@@ -58,7 +58,9 @@ def gunzip(chunks: Iterable[bytes], what: str, *, every_member: bool = False) ->
         raise DecompressError(f"{what}: not a valid gzip stream ({exc})") from exc
 
 
-def _feed(chunks: Iterable[bytes], sink: IO[bytes], failures: list[BaseException]) -> None:
+def feed(chunks: Iterable[bytes], sink: IO[bytes], failures: list[BaseException]) -> None:
+    """Write ``chunks`` into a child process's stdin from a thread, then close it; an exception
+    goes to ``failures`` for the reading thread to raise."""
     try:
         for chunk in chunks:
             sink.write(chunk)
@@ -83,7 +85,7 @@ def unzstd(chunks: Iterable[bytes], what: str) -> Generator[bytes, None, None]:
     assert zstd.stdin is not None and zstd.stdout is not None and zstd.stderr is not None
     failures: list[BaseException] = []
     # A thread feeds zstd while this one reads it: either alone could block on a full pipe.
-    feeder = threading.Thread(target=_feed, args=(chunks, zstd.stdin, failures), daemon=True)
+    feeder = threading.Thread(target=feed, args=(chunks, zstd.stdin, failures), daemon=True)
     feeder.start()
     finished = False
     try:

@@ -16,8 +16,9 @@ import subprocess
 import tarfile
 import threading
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import Any
 
+from ..decompress import feed
 from ..errors import PyvorinError
 
 MAX_DOCUMENT = 32 * 1024 * 1024
@@ -122,21 +123,6 @@ def _tar_documents(stream: Any) -> Iterator[tuple[str, bytes]]:
         raise _Unreadable(f"not a readable tar archive ({exc})") from exc
 
 
-def _feed(chunks: Iterable[bytes], sink: IO[bytes], failures: list[BaseException]) -> None:
-    try:
-        for chunk in chunks:
-            sink.write(chunk)
-    except BrokenPipeError:
-        pass  # zstd stopped reading: its exit status says why
-    except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-        failures.append(exc)
-    finally:
-        try:
-            sink.close()
-        except BrokenPipeError:
-            pass
-
-
 def _zstd_documents(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     try:
         zstd = subprocess.Popen(["zstd", "-dc"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -145,7 +131,7 @@ def _zstd_documents(chunks: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
         raise SbomError("zstd is not installed (apt install zstd): it reads create-spdx's .spdx.tar.zst") from exc
     assert zstd.stdin is not None and zstd.stdout is not None and zstd.stderr is not None
     failures: list[BaseException] = []
-    feeder = threading.Thread(target=_feed, args=(chunks, zstd.stdin, failures), daemon=True)
+    feeder = threading.Thread(target=feed, args=(chunks, zstd.stdin, failures), daemon=True)
     feeder.start()
 
     def failed() -> SbomError | None:
