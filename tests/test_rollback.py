@@ -24,6 +24,7 @@ from qemu import bundles, images, layer
 from qemu.device import Device, Firmware, firmware_for
 from qemu.disk import Layout
 from qemu.guest import Kernel
+from qemu.verdicts import confirmed, fell_back, kernel_builds
 from qemu.vm import RunResult
 
 OLD = "2026.11.0"      # installed in slot A
@@ -97,23 +98,6 @@ def device(tmp_path: Path, parts: Firmware, made: Images) -> Iterator[Callable[[
 
     yield make
     print(f"scenario wall time {time.monotonic() - started:.1f}s")
-
-
-def confirmed(env: dict[str, str], rootpart: str) -> bool:
-    return (env.get("rootpart") == rootpart and env.get("upgrade_available") == "0"
-            and env.get("bootcount") == "0")
-
-
-def kernel_builds(run: RunResult) -> list[str]:
-    """Per started kernel, the release whose /boot it came from (stamped into each slot's initramfs)."""
-    return re.findall(r"initramfs: kernel build (\S+)", run.log)
-
-
-def fell_back(dev: Device, run_log: str) -> None:
-    env = dev.env()
-    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in run_log
-    assert confirmed(env, "2"), env
-    assert env["ustate"] == "3", env          # STATE_FAILED, for the agent to report
 
 
 def test_a_plain_boot_of_slot_a(device: Callable[[], Device]) -> None:

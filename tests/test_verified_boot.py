@@ -27,6 +27,7 @@ from qemu.device import Device, Firmware, firmware_for
 from qemu.disk import ROOT_A, ROOT_B, Layout
 from qemu.host import run
 from qemu.images import BOARD, HW_REVISION, SLOT_A, SLOT_B
+from qemu.verdicts import confirmed, fell_back, kernel_builds
 from qemu.vm import RunResult
 
 OLD = "2026.11.0"      # installed in slot A
@@ -164,23 +165,6 @@ def device(tmp_path: Path, parts: Firmware, slots: Slots) -> Iterator[Callable[[
     print(f"scenario wall time {time.monotonic() - started:.1f}s")
 
 
-def confirmed(env: dict[str, str], rootpart: str) -> bool:
-    return (env.get("rootpart") == rootpart and env.get("upgrade_available") == "0"
-            and env.get("bootcount") == "0")
-
-
-def kernel_builds(run: RunResult) -> list[str]:
-    """Per started kernel, the release whose FIT it came from (stamped into each FIT's initramfs)."""
-    return re.findall(r"initramfs: kernel build (\S+)", run.log)
-
-
-def fell_back(dev: Device, log: str) -> None:
-    assert "pyvorin: slot 3 failed 4 boots (bootlimit 3): rolling back" in log, log
-    env = dev.env()
-    assert confirmed(env, "2"), env
-    assert env["ustate"] == "3", env
-
-
 def installed(dev: Device, bundle: Path) -> RunResult:
     """Slot A installs ``bundle`` into slot B and powers off before booting it."""
     dev.set_data(bundle, command="install-then-poweroff")
@@ -222,9 +206,16 @@ def test_a_signed_fit_boots_a_verity_root(device: Callable[[], Device]) -> None:
     assert dev.env()["rootpart"] == "2"
 
 
-def test_b_full_update_of_a_verity_slot_boots_and_confirms(device: Callable[[], Device], slots: Slots) -> None:
+def test_b_full_update_of_a_verity_slot_boots_and_confirms(device: Callable[[], Device], slots: Slots, cli: Cli,
+                                                          keys: KeySet) -> None:
+    bundle = slots.bundle("good", NEW)
+    # Release side first: the image in the bundle matches the root hash its FIT's initramfs carries.
+    verified = cli("verify", bundle, "--cert", keys.ca)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "verity: rootfs.verity.gz matches the root hash in slot.fit.gz " \
+           f"({slots.root('good', NEW).root_hash})" in verified.stdout, verified.stdout
     dev = device()
-    dev.set_data(slots.bundle("good", NEW))
+    dev.set_data(bundle)
     run = dev.boot()
     assert run.boots() == ["2", "3"], run.log
     assert run.log.count(VERIFIED) >= 2, run.log
