@@ -27,8 +27,14 @@ esac
 
 bitbake -p
 say "bitbake -p: parsed with pyvorin-verity"
-distro_features=" $(bitbake -e pyvorin-image | sed -n 's/^DISTRO_FEATURES="\(.*\)"$/\1/p' | tail -n 1) "
-[[ $distro_features == *" pyvorin-verity "* ]] || fail "DISTRO_FEATURES lacks pyvorin-verity: $distro_features"
+bitbake -e pyvorin-image >"$out"
+value() { sed -n "s/^$1=\"\\(.*\\)\"\$/\\1/p" "$out" | tail -n 1; }
+[[ " $(value DISTRO_FEATURES) " == *" pyvorin-verity "* ]] || fail "DISTRO_FEATURES lacks pyvorin-verity"
+# meta-security's dm-verity-img makes pyvorin-image's ext4.verity, one hash per ext4 block.
+[[ " $(value IMAGE_FSTYPES) " == *" ext4.verity "* ]] || fail "IMAGE_FSTYPES lacks ext4.verity: $(value IMAGE_FSTYPES)"
+[ "$(value DM_VERITY_IMAGE_DATA_BLOCK_SIZE)" = 4096 ] || fail "DM_VERITY_IMAGE_DATA_BLOCK_SIZE is not 4096"
+[ "$(value INITRAMFS_IMAGE)" = pyvorin-verity-initramfs ] || fail "INITRAMFS_IMAGE is not pyvorin-verity-initramfs"
+say "bitbake -e pyvorin-image: IMAGE_FSTYPES has ext4.verity (4096-byte blocks), INITRAMFS_IMAGE=pyvorin-verity-initramfs"
 
 # U-Boot gets the verity fragment after the A/B one (merge order: last wins).
 uboot_src=$(bitbake -e virtual/bootloader | sed -n 's/^SRC_URI="\(.*\)"$/\1/p' | tail -n 1)
@@ -40,5 +46,10 @@ say "bitbake -e virtual/bootloader: SRC_URI carries pyvorin-verity.cfg after pyv
 # runtime dependencies resolve.
 bitbake -n initramfs-module-pyvorin-verity >"$out"
 say "bitbake -n initramfs-module-pyvorin-verity: ok"
+# The initramfs takes the root hash from pyvorin-image's verity conversion.
+bitbake -n pyvorin-verity-initramfs >"$out"
+grep -q "Running task .*pyvorin-image\.bb:do_image_ext4)" "$out" \
+    || fail "bitbake -n pyvorin-verity-initramfs does not run pyvorin-image's do_image_ext4"
+say "bitbake -n pyvorin-verity-initramfs: ok, after pyvorin-image's ext4.verity"
 bitbake -n pyvorin-image pyvorin-update-image >"$out"
 say "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity"

@@ -65,7 +65,9 @@ def test_verified_boot_parses_on_the_pi_and_is_refused_elsewhere(prerequisites: 
     lines = gate(machine).verity_lines
     if machine.startswith("raspberrypi"):
         for check in ("bitbake -p: parsed with pyvorin-verity", "SRC_URI carries pyvorin-verity.cfg after pyvorin-ab.cfg",
+                      "IMAGE_FSTYPES has ext4.verity (4096-byte blocks), INITRAMFS_IMAGE=pyvorin-verity-initramfs",
                       "bitbake -n initramfs-module-pyvorin-verity: ok",
+                      "bitbake -n pyvorin-verity-initramfs: ok, after pyvorin-image's ext4.verity",
                       "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity"):
             assert any(check in line for line in lines), f"{machine}: no '{check}' in:\n" + "\n".join(lines)
     else:

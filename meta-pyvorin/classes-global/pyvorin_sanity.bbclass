@@ -22,6 +22,8 @@ python pyvorin_sanity_check() {
         # is a plan so far (docs/verified-boot.md), so it must not look enabled.
         if 'pyvorin-update' not in features:
             bb.fatal("pyvorin: DISTRO_FEATURES pyvorin-verity needs the A/B update feature (add meta-swupdate)")
+        if 'security' not in collections:
+            bb.fatal("pyvorin: DISTRO_FEATURES pyvorin-verity needs meta-security (its dm-verity-img class)")
         if 'rpi' not in (e.data.getVar('MACHINEOVERRIDES') or '').split(':'):
             bb.fatal("pyvorin: DISTRO_FEATURES pyvorin-verity is built for the Raspberry Pi only; "
                      "for %s see the plan in docs/verified-boot.md" % e.data.getVar('MACHINE'))

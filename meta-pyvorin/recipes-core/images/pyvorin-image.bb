@@ -81,6 +81,9 @@ WICVARS:append:rpi = " PYVORIN_ROOTFS_SLOT_SIZE PYVORIN_DATA_SIZE"
 # Replaces meta-raspberrypi's "tar.bz2 ext3 wic.bz2 wic.bmap": no ext3 or
 # tarball nobody flashes, and no type twice.
 IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap"
+# ... which also drops the ext4.verity that meta-security's dm-verity-img adds
+# with verified boot (conf/distro/include/pyvorin-verity.inc): back it comes.
+IMAGE_FSTYPES:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', ' ext4.verity', '', d)}"
 # The wic's slot A is a byte copy of the ext4 (the wks's rawcopy), so the ext4
 # is made first and kept; it is also what ext4.gz compresses for the bundle.
 # (IMAGE_TYPEDEP:wic is the name image.bbclass reads, ":wic" no override: the
