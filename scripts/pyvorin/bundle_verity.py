@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from . import verity
 from .archive import OpenBundle
-from .decompress import decompressed
+from .decompress import decompressed, peek
 from .errors import BundleError, PyvorinError, VerificationError
 from .fit import MAX_FIT, FitError, is_fdt, read_fit
 from .initramfs import find_file
@@ -217,9 +217,8 @@ class _Checker:
         if placed.compressed not in _COMPRESSIONS:
             return ()  # whether it is a FIT at all cannot be told
         region = self._member(placed.name)
-        chunks = decompressed(region.chunks(), placed.compressed, placed.name)
+        head, chunks = peek(decompressed(region.chunks(), placed.compressed, placed.name), 4)
         with contextlib.closing(chunks):
-            head = _head(chunks, 4)
             if not is_fdt(head):
                 return ()
             if placed.compressed == "none":
@@ -229,7 +228,7 @@ class _Checker:
                 return FitError(f"{placed.name}: not a readable FIT: over {MAX_FIT >> 20} MiB decompressed, "
                                 "the FIT window of a slot (U-Boot reads no more)")
 
-            with self.spill.file(_prepend(head, chunks), placed.name, MAX_FIT, too_big) as spilled:
+            with self.spill.file(chunks, placed.name, MAX_FIT, too_big) as spilled:
                 return _fit_root_hashes(placed.name, spilled)
 
     def _hold(self, image: Placed, fit: Placed, params: RootHash, room: int) -> None:
@@ -291,19 +290,6 @@ def _unchecked(image: Placed) -> str:
     if image.compressed not in _COMPRESSIONS:
         return f"it is compressed with {image.compressed!r}, which verify does not read (zlib, zstd)"
     return ""
-
-
-def _head(chunks: Iterator[bytes], size: int) -> bytes:
-    head = b""
-    while len(head) < size and (chunk := next(chunks, None)) is not None:
-        head += chunk
-    return head
-
-
-def _prepend(head: bytes, rest: Iterator[bytes]) -> Generator[bytes, None, None]:
-    if head:
-        yield head
-    yield from rest
 
 
 def check_bundle(bundle: OpenBundle, description: dict[str, object]) -> tuple[VerityCheck, ...]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import subprocess
 import threading
 import zlib
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Iterator
 from typing import IO
 
 from .errors import BundleError
+from .hashing import CHUNK
 
-CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -105,6 +105,22 @@ def unzstd(chunks: Iterable[bytes], what: str) -> Generator[bytes, None, None]:
         raise failures[0]
     if status:
         raise DecompressError(f"{what}: zstd cannot decompress it: {reason[-1] if reason else f'exit {status}'}")
+
+
+def peek(chunks: Iterable[bytes], size: int) -> tuple[bytes, Generator[bytes, None, None]]:
+    """The first ``size`` bytes of ``chunks`` (fewer if it is shorter), and the whole stream again,
+    those bytes included: for telling a format by its magic before reading it."""
+    source = iter(chunks)
+    head = b""
+    while len(head) < size and (chunk := next(source, None)) is not None:
+        head += chunk
+    return head[:size], _prepend(head, source)
+
+
+def _prepend(head: bytes, rest: Iterator[bytes]) -> Generator[bytes, None, None]:
+    if head:
+        yield head
+    yield from rest
 
 
 def _plain(chunks: Iterable[bytes]) -> Generator[bytes, None, None]:

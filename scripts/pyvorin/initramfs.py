@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterable, Iterator
 
 from . import cpio
-from .decompress import GZIP_MAGIC, ZSTD_MAGIC, gunzip, unzstd
+from .decompress import GZIP_MAGIC, ZSTD_MAGIC, gunzip, peek, unzstd
 from .errors import BundleError
 
 #: The kernel unpacks an initramfs into RAM: a device boots nothing near this size.
@@ -95,27 +95,15 @@ class _Stream:
 
 def _decompressed(chunks: Iterable[bytes], what: str) -> Iterator[bytes]:
     """The ramdisk's cpio bytes, whatever of gzip, zstd or nothing it is compressed with (by its magic)."""
-    source = iter(chunks)
-    head = b""
-    for chunk in source:
-        head += chunk
-        if len(head) >= 6:
-            break
-    rest = _prepend(head, source)
+    head, rest = peek(chunks, 6)
     if head.startswith(GZIP_MAGIC):
         return gunzip(rest, what, every_member=True)
     if head.startswith(ZSTD_MAGIC):
         return unzstd(rest, what)
-    if head[:6] in (cpio.MAGIC_NEWC, cpio.MAGIC_CRC):
+    if head in (cpio.MAGIC_NEWC, cpio.MAGIC_CRC):
         return rest
     raise InitramfsError(f"{what}: neither a gzip or zstd compressed nor a plain newc cpio archive "
-                         f"(starts {head[:6].hex() or 'empty'}); xz, lz4, bzip2 and lzma ramdisks are not read")
-
-
-def _prepend(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    if head:
-        yield head
-    yield from rest
+                         f"(starts {head.hex() or 'empty'}); xz, lz4, bzip2 and lzma ramdisks are not read")
 
 
 def _normal(name: str) -> str:

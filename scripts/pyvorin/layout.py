@@ -18,12 +18,10 @@ it on its device.
 from __future__ import annotations
 
 import itertools
-import subprocess
-import zlib
-from pathlib import Path
 
-from .errors import BundleError, SpecError
-from .hashing import CHUNK, file_chunks
+from .decompress import decompressed
+from .errors import SpecError
+from .hashing import file_chunks
 from .spec import Artifact, Compression, Copy, ImageType, ReleaseSpec, device_start
 
 
@@ -59,54 +57,14 @@ def _by_device(spec: ReleaseSpec, copy: Copy) -> dict[str, list[tuple[int, Artif
 
 
 def written_size(artifact: Artifact) -> int:
-    """How many bytes installing ``artifact`` writes to its device, from its start."""
+    """How many bytes installing ``artifact`` writes to its device, from its start: a compressed image
+    decompressed in a stream as the device does it (gzip: the first member, where SWUpdate stops)."""
     if artifact.type is ImageType.DELTA:
         from .delta.container import read_delta
 
         with open(artifact.source, "rb") as handle:
             return read_delta(handle)[0].new_size
-    if artifact.compressed is Compression.ZLIB:
-        return _gunzip_size(artifact.source)
-    if artifact.compressed is Compression.ZSTD:
-        return _zstd_size(artifact.source)
-    return artifact.source.stat().st_size
-
-
-def _gunzip_size(path: Path) -> int:
-    """The first gzip member's decompressed size: SWUpdate's gunzip step stops at its end, too.
-
-    Output is bounded per call (``max_length``), so a highly compressible image
-    never expands in memory."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    size = 0
-    try:
-        for chunk in file_chunks(path):
-            data = chunk
-            while data and not inflater.eof:
-                size += len(inflater.decompress(data, CHUNK))
-                data = inflater.unconsumed_tail
-            if inflater.eof:
-                return size
-        return size + len(inflater.flush())
-    except zlib.error as exc:
-        raise SpecError(f"{path}: not a valid gzip stream ({exc})") from exc
-
-
-def _zstd_size(path: Path) -> int:
-    """The decompressed size of every frame, as SWUpdate's zstd step writes them, counted from ``zstd -dc``."""
-    try:
-        process = subprocess.Popen(["zstd", "-dcq", "--", str(path)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE)
-    except FileNotFoundError as exc:
-        raise BundleError("zstd is not installed (apt install zstd): it measures a zstd image "
-                          "another image follows on its device") from exc
-    assert process.stdout is not None and process.stderr is not None
-    size = 0
-    with process:
-        while chunk := process.stdout.read(CHUNK):
-            size += len(chunk)
-        # zstd says little (-q): its stderr cannot fill the pipe while stdout is read.
-        reason = process.stderr.read().decode(errors="replace").strip()
-    if process.returncode:
-        raise SpecError(f"{path}: zstd cannot decompress it: {reason or f'exit {process.returncode}'}")
-    return size
+    if artifact.compressed is Compression.NONE:
+        return artifact.source.stat().st_size
+    chunks = decompressed(file_chunks(artifact.source), artifact.compressed.value, str(artifact.source))
+    return sum(len(chunk) for chunk in chunks)

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import BundleError
-
-CHUNK = 1 << 20
+from .hashing import CHUNK
 
 
 @dataclass(frozen=True)
