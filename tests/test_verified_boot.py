@@ -14,6 +14,7 @@ libubootenv. Times per scenario are in docs/verified-boot.md.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import Protocol
 
 import pytest
 
-from qemu import images, layer, verity
+from qemu import bundles, images, layer, verity
 from qemu.device import Device, Firmware, firmware_for
 from qemu.disk import ROOT_A, ROOT_B, Layout
 from qemu.host import run
@@ -79,7 +80,7 @@ class Slots:
         if (role, version) not in self._verity:
             tree = images.rootfs_tree(self.work / f"tree-{role}-{version}", role, version, self.keys.ca, None)
             self._verity[role, version] = verity.root_image(tree, self.work, f"root-{role}-{version}")
-            run(["rm", "-rf", tree])
+            shutil.rmtree(tree)
         return self._verity[role, version]
 
     def fit(self, role: str, version: str, signer: str = "ours") -> Path:
@@ -112,8 +113,8 @@ class Slots:
         """A release writing the verity image from offset 0 and the FIT into the window of the other
         slot; ``delta_from``: the verity image as a ``pyvorin delta`` from that version's;
         ``devices``: slot A's and slot B's."""
-        slot_a, slot_b = devices
-        out = self.work / f"update-{role}-{version}-{delta_from or 'full'}-{signer}-{abs(hash(devices))}.swu"
+        slots = "-".join(Path(device).name for device in devices)
+        out = self.work / f"update-{role}-{version}-{delta_from or 'full'}-{signer}-{slots}.swu"
         if out.exists():
             return out
         directory = self.work / out.stem
@@ -121,27 +122,11 @@ class Slots:
         root = self.root(role, version)
         if delta_from is None:
             image = images.gzip_file(root.image, directory / "rootfs.verity.gz")
-            kind = "{type: raw, compressed: zlib, installed-directly: true}"
         else:
             image = directory / "rootfs.verity.pyvd"
             self.cli("delta", self.root("good", delta_from).image, root.image, "-o", image, check=True)
-            kind = "{type: pyvdelta}"
         fit = images.gzip_file(self.fit(role, version, signer), directory / "slot.fit.gz")
-
-        def copy(slot: str, running: str, part: int) -> str:
-            target = f"{{device: {slot}, source: {running}}}" if delta_from else slot
-            return (f"      install:\n        {image.name}: {target}\n"
-                    f"        {fit.name}: {{device: {slot}, offset: {FIT_OFFSET}}}\n"
-                    f"      bootenv: {{rootpart: \"{part}\"}}\n")
-
-        spec = directory / "release.yaml"
-        spec.write_text(
-            f'version: "{version}"\ndescription: verity test release {version}\nartifacts:\n'
-            f"  {image.name}: {{file: {image.name}, {kind[1:-1]}}}\n"
-            f"  {fit.name}: {{file: {fit.name}, type: raw, compressed: zlib, installed-directly: true}}\n"
-            f"machines:\n  {BOARD}:\n    hardware-compatibility: [\"{HW_REVISION}\"]\n"
-            '    bootenv: {upgrade_available: "1", bootcount: "0"}\n'
-            f"    copy1:\n{copy(slot_b, slot_a, ROOT_B)}    copy2:\n{copy(slot_a, slot_b, ROOT_A)}")
+        spec = bundles.spec(directory, version, image, fit=(fit, FIT_OFFSET), devices=devices)
         self.cli("bundle", spec, "-o", out, *self.keys.signing_args(), check=True)
         return out
 
@@ -174,17 +159,13 @@ def installed(dev: Device, bundle: Path) -> RunResult:
     return run
 
 
-def flip_byte_of_file(dev: Device, part: int, path: str) -> None:
-    """Change one byte of ``path``'s first data block in the ext4 at the start of partition ``part``:
+def flip_byte_of_file(dev: Device, part: int, image: Path, path: str) -> None:
+    """Change one byte of ``path``'s first data block in the ext4 at the start of partition ``part``,
+    which holds ``image`` (debugfs reads where the block lies from the image, not from the disk):
     what someone who can write the card, or a root exploit, does to a binary."""
-    with open(dev.disk.path, "rb") as disk:
-        disk.seek(dev.disk.layout.offset(part))
-        fs = dev.work / "fs-copy.ext4"
-        fs.write_bytes(disk.read(verity.FS_SIZE))
-    blocks = run(["debugfs", "-R", f"blocks {path}", fs]).decode().split()
-    fs.unlink()
+    blocks = run(["debugfs", "-R", f"blocks {path}", image]).decode().split()
     assert blocks and blocks[0].isdigit(), blocks
-    offset = dev.disk.layout.offset(part) + int(blocks[0]) * 4096 + 100
+    offset = dev.disk.layout.offset(part) + int(blocks[0]) * verity.DATA_BLOCK + 100
     with open(dev.disk.path, "r+b") as disk:
         disk.seek(offset)
         byte = disk.read(1)
@@ -230,7 +211,7 @@ def test_b_full_update_of_a_verity_slot_boots_and_confirms(device: Callable[[], 
 def test_c_changed_byte_in_the_updated_root_rolls_back(device: Callable[[], Device], slots: Slots) -> None:
     dev = device()
     installed(dev, slots.bundle("good", NEW))
-    flip_byte_of_file(dev, ROOT_B, "/bin/busybox")         # /sbin/init's shell: read on every boot
+    flip_byte_of_file(dev, ROOT_B, slots.root("good", NEW).image, "/bin/busybox")         # /sbin/init's shell: read on every boot
     run = dev.boot()
     # Each boot of B: FIT verified, root opened, then the first read of the changed block
     # restarts the machine (restart_on_corruption); U-Boot counts it; after bootlimit, A.
@@ -277,7 +258,7 @@ def test_e_delta_update_of_a_verity_slot_boots_and_confirms(device: Callable[[],
     sandbox = SwupdateSandbox(tmp_path / "sandbox", BOARD, HW_REVISION, SLOT_SIZE,
                               initial_env={"rootpart": "2", "bootcount": "0", "upgrade_available": "0"})
     delta_env(sandbox)
-    run(["cp", slots.slot_image("good", OLD), sandbox.slot_a])
+    shutil.copyfile(slots.slot_image("good", OLD), sandbox.slot_a)
     bundle = slots.bundle("good", NEW, delta_from=OLD, devices=(str(sandbox.slot_a), str(sandbox.slot_b)))
     result = sandbox.install(bundle, keys.ca, "stable,copy1")
     assert result.returncode == 0 and SUCCESS_MARKER in result.output, result.output

@@ -105,20 +105,31 @@ def _cpio(staging: Path, out: Path) -> None:
     out.write_bytes(gzip.compress(_cpio_bytes(staging), 6, mtime=0))
 
 
-def stamped_initrd(base: Path, build: str, dest: Path) -> Path:
-    """``base`` with ``/pyvorin-build`` = ``build`` added, which the initramfs prints.
-
-    Every root slot carries its own copy, so the serial log shows which slot's
-    /boot U-Boot loaded. The kernel reads concatenated cpio archives; GNU cpio
-    pads each to 512 bytes, so the second one starts aligned."""
+def _staging(dest: Path, build: str) -> Path:
+    """An empty directory beside ``dest`` holding ``/pyvorin-build`` = ``build``, which the initramfs prints."""
     staging = dest.with_name(dest.name + ".stamp")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     (staging / "pyvorin-build").write_text(build + "\n")
+    return staging
+
+
+def _appended(base: Path, staging: Path, dest: Path) -> Path:
+    """``base`` with ``staging`` appended as a second archive. The kernel reads concatenated cpio
+    archives (a later file replaces an earlier one); GNU cpio pads each to 512 bytes, so the second
+    one starts aligned."""
     data = gzip.decompress(base.read_bytes()) + _cpio_bytes(staging)
     shutil.rmtree(staging)
     dest.write_bytes(gzip.compress(data, 6, mtime=0))
     return dest
+
+
+def stamped_initrd(base: Path, build: str, dest: Path) -> Path:
+    """``base`` with ``/pyvorin-build`` = ``build`` added.
+
+    Every root slot carries its own copy, so the serial log shows which slot's
+    /boot U-Boot loaded."""
+    return _appended(base, _staging(dest, build), dest)
 
 
 def verity_initrd(base: Path, build: str, params: Path, module: Path, dest: Path) -> Path:
@@ -127,27 +138,23 @@ def verity_initrd(base: Path, build: str, params: Path, module: Path, dest: Path
     ``/usr/share/misc/dm-verity.env`` (``params``, the image's dm-verity parameters), veritysetup with its
     libraries, the device-mapper modules, and the build stamp of :func:`stamped_initrd`."""
     root = tree()
-    staging = dest.with_name(dest.name + ".verity")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _staging(dest, build)
     for sub in ("init.d", "usr/share/misc", "modules", "lib"):
         (staging / sub).mkdir(parents=True)
-    (staging / "pyvorin-build").write_text(build + "\n")
     shutil.copy2(module, staging / "init.d/85-pyvorin_verity")
     shutil.copy2(params, staging / "usr/share/misc/dm-verity.env")
     index = _module_index(root / "lib/modules" / _kernel_version(root))
+    in_base = set(_load_order(index, MODULES))
     order = _load_order(index, (*MODULES, *VERITY_MODULES))
     for name in order:
-        if name not in _load_order(index, MODULES):
+        if name not in in_base:
             shutil.copy2(index[name], staging / "modules" / f"{name}.ko")
-    # Replaces the base archive's list: the kernel unpacks later archives over earlier ones.
+    # Replaces the base archive's list.
     (staging / "modules/order").write_text("\n".join(order) + "\n")
     device = device_swupdate.build(device_swupdate.ARM64).root
     _install_programs(staging, [(root / p, p) for p in VERITY_PROGRAMS], device)
     (staging / _LOADER).symlink_to("aarch64-linux-gnu/ld-linux-aarch64.so.1")
-    data = gzip.decompress(base.read_bytes()) + _cpio_bytes(staging)
-    shutil.rmtree(staging)
-    dest.write_bytes(gzip.compress(data, 6, mtime=0))
-    return dest
+    return _appended(base, staging, dest)
 
 
 def _build_kernel(out: Path) -> None:

@@ -31,6 +31,7 @@ TOOLS: Mapping[str, str] = {
     "gzip": "gzip",
     # Verified boot: the hash tree, and the control device tree's boot logic.
     "veritysetup": "cryptsetup-bin",
+    "debugfs": "e2fsprogs",
     "fdtput": "device-tree-compiler",
 }
 

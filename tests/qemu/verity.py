@@ -27,6 +27,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from qemu import guest, layer
 from qemu.disk import MIB, make_ext4
 from qemu.errors import HarnessError
@@ -101,11 +104,10 @@ def _its(kernel: Path, initrd: Path, fdt: Path, signed: bool, algo: str) -> str:
 
 def key_algo(key_dir: Path) -> str:
     """mkimage's algo for the RSA key in ``key_dir`` (its size decides)."""
-    text = run(["openssl", "rsa", "-in", key_dir / f"{FIT_KEY_NAME}.key", "-noout", "-text"]).decode()
-    bits = text.split("(", 1)[1].split(" bit", 1)[0] if "(" in text else ""
-    if not bits.isdigit():
-        raise HarnessError(f"cannot read the size of {key_dir / FIT_KEY_NAME}.key")
-    return f"sha256,rsa{bits}"
+    key = serialization.load_pem_private_key((key_dir / f"{FIT_KEY_NAME}.key").read_bytes(), None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise HarnessError(f"{key_dir / FIT_KEY_NAME}.key is not an RSA key")
+    return f"sha256,rsa{key.key_size}"
 
 
 def make_fit(dest: Path, kernel: Path, initrd: Path, fdt: Path, key_dir: Path | None,
