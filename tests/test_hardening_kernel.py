@@ -35,6 +35,8 @@ BSP_INCS = {
     "tegra": LAYER / "dynamic-layers/tegra/recipes-kernel/linux/linux-jammy-nvidia-tegra_pyvorin.inc",
 }
 SYSCTL = LAYER / "recipes-core" / "pyvorin-hardening" / "files" / "60-pyvorin-hardening.conf"
+#: Verified boot's kernel fragment (DISTRO_FEATURES pyvorin-verity, with or without the hardening).
+VERITY_FRAGMENT = LAYER / "dynamic-layers/raspberrypi/recipes-kernel/linux/files/pyvorin-verity.cfg"
 TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 MAKE = ["make", "-s", "ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]
 UNSET = re.compile(r"# (CONFIG_\w+) is not set")
@@ -332,6 +334,22 @@ def test_every_fragment_line_lands_in_the_arm64_config(bsp: str, linux_source: P
     lsm = verdict.final["CONFIG_LSM"].strip('"').split(",")
     assert "apparmor" in lsm and "lockdown" in lsm, verdict.final["CONFIG_LSM"]
     assert verdict.final["CONFIG_SECURITY_APPARMOR"] == "y"
+
+
+def test_the_verity_fragment_lands_alone_and_agrees_with_the_hardening(linux_source: Path, tmp_path: Path) -> None:
+    """dm-verity built in for the FIT's initramfs, whether the hardening fragments (which set some of
+    the same symbols) are on or not; where both set a symbol they agree, so the order never matters."""
+    lines, errors = parse_fragment(VERITY_FRAGMENT)
+    assert lines and not errors, errors
+    hardening = {line.symbol: line for path in bsp_fragments("raspberrypi") for line in parse_fragment(path)[0]}
+    for line in lines:
+        if line.symbol in hardening:
+            assert hardening[line.symbol].value == line.value, f"{line} disagrees with {hardening[line.symbol]}"
+    for name, fragments in (("alone", [VERITY_FRAGMENT]),
+                            ("with the hardening", [*bsp_fragments("raspberrypi"), VERITY_FRAGMENT])):
+        verdict = olddefconfig(linux_source, fragments, tmp_path / name.replace(" ", "-"))
+        assert not verdict.dropped, f"{name}: " + "\n".join(verdict.dropped)
+        assert verdict.final["CONFIG_DM_VERITY"] == "y" and verdict.final["CONFIG_BLK_DEV_INITRD"] == "y"
 
 
 def test_the_check_names_why_a_line_is_dropped(linux_source: Path, tmp_path: Path) -> None:

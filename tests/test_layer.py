@@ -97,15 +97,22 @@ def test_layer_conf_sets_only_layer_variables() -> None:
     assert 'LAYERSERIES_COMPAT_pyvorin = "scarthgap"' in text
 
 
-def test_every_bbappend_is_a_one_line_gate() -> None:
+def test_every_bbappend_is_only_feature_gates() -> None:
+    """A bbappend changes nothing until a distro feature is selected: each line requires one .inc
+    under one feature (one line per feature, e.g. hardening and verified boot for the Pi's kernel)."""
     appends = sorted(LAYER.rglob("*.bbappend"))
     assert appends
-    gate = re.compile(r"^require \$\{@bb\.utils\.contains\('DISTRO_FEATURES', '[\w-]+', '[\w%-]+\.inc', '', d\)\}$")
+    gate = re.compile(r"^require \$\{@bb\.utils\.contains\('DISTRO_FEATURES', '([\w-]+)', '([\w%-]+\.inc)', '', d\)\}$")
     for path in appends:
         lines = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        assert len(lines) == 1 and gate.match(lines[0]), f"{path.relative_to(ROOT)} is not a one-line gate"
-        included = re.search(r"'([\w%-]+\.inc)'", lines[0]).group(1)  # type: ignore[union-attr]
-        assert (path.parent / included).is_file(), f"{path.name} gates a missing {included}"
+        assert lines, f"{path.relative_to(ROOT)} is empty"
+        features = []
+        for line in lines:
+            match = gate.match(line)
+            assert match, f"{path.relative_to(ROOT)}: not a feature gate: {line}"
+            features.append(match.group(1))
+            assert (path.parent / match.group(2)).is_file(), f"{path.name} gates a missing {match.group(2)}"
+        assert len(set(features)) == len(features), f"{path.name} gates one feature twice: {features}"
 
 
 def test_distro_layer_has_no_machine_settings() -> None:
@@ -392,3 +399,19 @@ def test_release_version_grows_and_is_numeric(tmp_path: Path) -> None:
     script = select[:select.index("if [ -z")].replace("@NONARCH_LIBDIR@/os-release", str(osrelease))
     out = subprocess.run(["sh", "-c", script + 'printf %s "$pyvorin_version"'], capture_output=True, text=True)
     assert out.stdout == first, out.stderr
+
+
+@pytest.mark.parametrize("bits", [2048, 4096])
+def test_fit_key_check_reads_the_key_size_keys_init_writes(cli, tmp_path: Path, bits: int) -> None:
+    """The kernel's FIT key check (linux-raspberrypi-pyvorin-verity.inc) reads the modulus size of
+    the key `pyvorin keys init` writes, so a key that does not match FIT_SIGN_ALG stops the build
+    before it signs a FIT no device would boot."""
+    from helpers import recipe_functions
+
+    functions = recipe_functions(LAYER / "dynamic-layers/raspberrypi/recipes-kernel/linux/"
+                                          "linux-raspberrypi-pyvorin-verity.inc")
+    cli("keys", "init", tmp_path / "keys", "--only", "rpi", "--key-size", str(bits), check=True)
+    key_bits = functions["pyvorin_rsa_key_bits"]
+    assert key_bits(tmp_path / "keys/rpi/fit/pyvorin-fit.key") == bits
+    # Another format (here a public key) is left to mkimage and the control device tree's check.
+    assert key_bits(tmp_path / "keys/rpi/public.pem") is None

@@ -13,7 +13,6 @@ libubootenv. Times per scenario are in docs/verified-boot.md.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -26,6 +25,7 @@ import pytest
 from qemu import bundles, images, layer, verity
 from qemu.device import Device, Firmware, firmware_for
 from qemu.disk import ROOT_A, ROOT_B, Layout
+from qemu.errors import HarnessError
 from qemu.host import run
 from qemu.images import BOARD, HW_REVISION, SLOT_A, SLOT_B
 from qemu.verdicts import confirmed, fell_back, kernel_builds
@@ -73,8 +73,10 @@ class Slots:
         scratch.work.mkdir()
         scratch.disk.create()
         self.plain_dtb = scratch.machine().dump_dtb(work / "qemu.dtb")
-        self.control_dtb = verity.control_dtb(self.plain_dtb, work / "control.dtb", layer.verity_boot_command())
-        self.fit("good", OLD)           # writes the key into control.dtb
+        if parts.uboot.tools is None:
+            raise AssertionError("the verity U-Boot build has no fit_check_sign")
+        self.control_dtb = verity.control_dtb(self.plain_dtb, work / "control.dtb", layer.verity_boot_command(),
+                                              self.fit("good", OLD), self.fit_keys, parts.uboot.tools)
 
     def root(self, role: str, version: str) -> verity.Verity:
         if (role, version) not in self._verity:
@@ -90,9 +92,8 @@ class Slots:
             root = self.root(role, version)
             initrd = verity.initrd(self.parts.kernel, version, root, self.work / f"initrd-{role}-{version}")
             keys = {"ours": self.fit_keys, "none": None, "other": self._other_keys()}[signer]
-            control = self.control_dtb if signer == "ours" else None
             self._fits[key] = verity.make_fit(self.work / f"{role}-{version}-{signer}.fit", self.parts.kernel.image,
-                                              initrd, self.plain_dtb, keys, control)
+                                              initrd, self.plain_dtb, keys)
         return self._fits[key]
 
     def _other_keys(self) -> Path:
@@ -304,17 +305,37 @@ def test_f_environment_cannot_change_what_boots(device: Callable[[], Device], sl
 def test_boot_logic_reads_only_the_ab_state_from_the_environment() -> None:
     """Every ${variable} the boot logic expands is the A/B state or one it set itself before."""
     script = layer.verity_boot_command()
-    ab_state = {"rootpart", "bootcount", "upgrade_available"}
-    setters = r"(?:^\s*setenv|\bsetexpr) (\w+)|\bpart size \S+ \S+ \S+ (\w+)"
-    first_set = {}
-    for match in re.finditer(setters, script, re.M):
-        first_set.setdefault(match.group(1) or match.group(2), match.start())
-    for match in re.finditer(r"\$\{(\w+)\}", script):
-        name = match.group(1)
-        if name not in ab_state:
-            assert name in first_set and first_set[name] < match.start(), f"${{{name}}} comes from the environment"
+    assert layer.environment_reads(script) == {"rootpart", "bootcount", "upgrade_available"}
     # Nothing from the environment can select another kernel or command line.
     assert "${bootargs}" not in script and "run " not in script and "source" not in script
+
+
+@pytest.mark.parametrize(("signer", "conf", "error"), [
+    ("other", verity.CONF, "does not verify against the control device tree: Failed to verify required signature"),
+    ("none", verity.CONF, "has no signed configuration: no key went into the control device tree"),
+    ("ours", "conf-bcm2711-rpi-4-b.dtb", "is not a FIT with a configuration conf-bcm2711-rpi-4-b.dtb"),
+])
+def test_control_dtb_refuses_a_fit_it_would_not_boot(slots: Slots, parts: Firmware, tmp_path: Path, signer: str,
+                                                     conf: str, error: str) -> None:
+    """The build's pyvorin-control-dtb stops on a FIT its control device tree would refuse (signed
+    by another key, unsigned) or that lacks the board's configuration, and writes nothing."""
+    assert parts.uboot.tools is not None
+    out = tmp_path / "control.dtb"
+    command = tmp_path / "bootcmd"
+    command.write_text(layer.verity_boot_command())
+    env = {"PATH": f"{parts.uboot.tools}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    with pytest.raises(HarnessError, match=error):
+        run(["sh", layer.CONTROL_DTB_SCRIPT, slots.plain_dtb, command, slots.fit("good", OLD, signer),
+             slots.fit_keys, conf, out], env=env)
+    assert not out.exists()
+
+
+def test_control_dtb_carries_the_boot_logic_and_the_required_key(slots: Slots) -> None:
+    """What U-Boot reads from the control device tree the tests boot with, made by the layer's script."""
+    bootcmd = run(["fdtget", "-t", "s", slots.control_dtb, "/config", "bootcmd"]).decode()
+    assert bootcmd.strip() == layer.verity_boot_command().strip()
+    assert run(["fdtget", "-t", "s", slots.control_dtb, f"/signature/key-{verity.FIT_KEY_NAME}",
+                "required"]).decode().strip() == "conf"
 
 
 def test_verity_uboot_cannot_start_a_kernel_but_through_a_signed_fit(parts: Firmware) -> None:

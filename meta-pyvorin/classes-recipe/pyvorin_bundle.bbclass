@@ -25,6 +25,13 @@ PYVORIN_BUNDLE_BOARD ??= "${MACHINE}"
 PYVORIN_BUNDLE_HARDWARE ??= "${PYVORIN_HW_REVISION}"
 PYVORIN_BUNDLE_SOFTWARE_SET ??= "${PYVORIN_SOFTWARE_SET}"
 PYVORIN_BUNDLE_DESCRIPTION ??= "${DISTRO_NAME} for ${MACHINE}"
+# Verified boot: the slot's signed FIT (a file in DEPLOY_DIR_IMAGE), written
+# into the slot at PYVORIN_BUNDLE_FIT_OFFSET bytes, behind the verity image;
+# empty: none. Kernel and root then change together, as the FIT carries the
+# image's root hash (docs/verified-boot.md), and `pyvorin verify` holds the
+# one to the other. A delta bundle carries the FIT whole.
+PYVORIN_BUNDLE_FIT ??= ""
+PYVORIN_BUNDLE_FIT_OFFSET ??= ""
 # U-Boot variables as NAME=VALUE words: written by both copies once every
 # image is installed, and by the copy that writes slot A or slot B.
 PYVORIN_BUNDLE_BOOTENV ??= ""
@@ -103,6 +110,10 @@ def pyvorin_bundle_spec(d, version, delta=None):
         compression = {'gz': 'zlib', 'zst': 'zstd'}.get(fstype.rsplit('.', 1)[-1])
         if compression:
             artifact['compressed'] = compression
+    fit = d.getVar('PYVORIN_BUNDLE_FIT')
+    if fit and not (d.getVar('PYVORIN_BUNDLE_FIT_OFFSET') or '').isdigit():
+        bb.fatal("pyvorin-bundle: PYVORIN_BUNDLE_FIT needs PYVORIN_BUNDLE_FIT_OFFSET, in bytes (got '%s')"
+                 % d.getVar('PYVORIN_BUNDLE_FIT_OFFSET'))
     board = {'hardware-compatibility': (d.getVar('PYVORIN_BUNDLE_HARDWARE') or '').split()}
     bootenv = pyvorin_bundle_words(d, 'PYVORIN_BUNDLE_BOOTENV')
     if bootenv:
@@ -112,14 +123,20 @@ def pyvorin_bundle_spec(d, version, delta=None):
                                             ('copy2', slot_a, slot_b, 'PYVORIN_BUNDLE_BOOTENV_SLOT_A')):
         target = {'device': device, 'source': running} if delta else device
         board[copy] = {'install': {name: target}}
+        if fit:
+            board[copy]['install']['slot.fit'] = {'device': device,
+                                                  'offset': int(d.getVar('PYVORIN_BUNDLE_FIT_OFFSET'))}
         values = pyvorin_bundle_words(d, variable)
         if values:
             board[copy]['bootenv'] = values
+    artifacts = {name: artifact}
+    if fit:
+        artifacts['slot.fit'] = {'file': os.path.join(deploy, fit), 'type': 'raw'}
     spec = {
         'version': version,
         'description': d.getVar('PYVORIN_BUNDLE_DESCRIPTION'),
         'software-set': d.getVar('PYVORIN_BUNDLE_SOFTWARE_SET'),
-        'artifacts': {name: artifact},
+        'artifacts': artifacts,
         'machines': {d.getVar('PYVORIN_BUNDLE_BOARD'): board},
     }
     scripts = []
@@ -136,6 +153,14 @@ def pyvorin_bundle_spec(d, version, delta=None):
                      "(INHERIT_DISTRO); set PYVORIN_BUNDLE_SBOM = \"0\" to release without an SBOM")
         spec['sbom'] = os.path.join(deploy, '%s.spdx.tar.zst' % link)
     return spec
+
+def pyvorin_bundle_raw_type(d):
+    """The image type the slot holds: PYVORIN_BUNDLE_FSTYPE without its compression."""
+    fstype = d.getVar('PYVORIN_BUNDLE_FSTYPE')
+    for suffix in ('.gz', '.zst'):
+        if fstype.endswith(suffix):
+            return fstype[:-len(suffix)]
+    return fstype
 
 # The spec for review and for the tests, which build and install it with the
 # device's swupdate (tests/test_layer_gate.py).
@@ -182,10 +207,12 @@ python pyvorin_bundle_write_spec () {
     write('version', version + '\n')
     old = d.getVar('PYVORIN_DELTA_FROM')
     if old:
+        # The raw type the slot holds: ext4, or ext4.verity with verified boot.
+        raw = pyvorin_bundle_raw_type(d)
         base = old[:-len('.gz')] if old.endswith('.gz') else old
-        if not base.endswith('.ext4') or not os.path.isfile(old):
-            bb.fatal("PYVORIN_DELTA_FROM = '%s': not the .ext4 or .ext4.gz image of an earlier release" % old)
-        old_version = pyvorin_bundle_release_version(base[:-len('.ext4')] + '.version',
+        if not base.endswith('.' + raw) or not os.path.isfile(old):
+            bb.fatal("PYVORIN_DELTA_FROM = '%s': not the .%s or .%s.gz image of an earlier release" % (old, raw, raw))
+        old_version = pyvorin_bundle_release_version(base[:-len('.' + raw)] + '.version',
                                                      "the release version beside PYVORIN_DELTA_FROM")
         if old_version == version:
             bb.fatal("PYVORIN_DELTA_FROM is release %s, the one being built" % version)
@@ -234,11 +261,11 @@ do_deploy() {
 pyvorin_bundle_delta() {
     old="${PYVORIN_DELTA_FROM}"
     new="${DEPLOY_DIR_IMAGE}/${PYVORIN_BUNDLE_IMAGE_LINK}.${PYVORIN_BUNDLE_FSTYPE}"
-    case "$old" in *.gz) gzip -dc "$old" > old.ext4; old=old.ext4 ;; esac
-    case "$new" in *.gz) gzip -dc "$new" > new.ext4; new=new.ext4 ;; esac
+    case "$old" in *.gz) gzip -dc "$old" > old.img; old=old.img ;; esac
+    case "$new" in *.gz) gzip -dc "$new" > new.img; new=new.img ;; esac
     pyvorin delta "$old" "$new" -o rootfs.pyvd --memory "${PYVORIN_DELTA_MEMORY}" \
         --codec "${PYVORIN_DELTA_CODEC}" --no-report
-    rm -f old.ext4 new.ext4
+    rm -f old.img new.img
     from=$(cat delta-from)
     pyvorin_bundle_make release-delta.json "${PYVORIN_BUNDLE_NAME}-$from-to-$1${PYVORIN_BUNDLE_SUFFIX}"
     rm -f rootfs.pyvd
@@ -246,6 +273,8 @@ pyvorin_bundle_delta() {
 pyvorin_bundle_delta[doc] = "Makes the delta bundle from PYVORIN_DELTA_FROM to the image just bundled"
 
 do_deploy[depends] += "${PYVORIN_BUNDLE_IMAGE}:do_image_complete"
+# The FIT comes from the kernel's deploy.
+do_deploy[depends] += "${@'virtual/kernel:do_deploy' if d.getVar('PYVORIN_BUNDLE_FIT') else ''}"
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"

@@ -17,7 +17,8 @@ LAYER = ROOT / "meta-pyvorin"
 RPI_BSP = LAYER / "dynamic-layers/raspberrypi/recipes-bsp"
 BOOT_SCRIPT = RPI_BSP / "rpi-u-boot-scr/files/boot.cmd.in"
 FW_ENV_CONFIG = RPI_BSP / "u-boot/files/pyvorin-fw_env.config"
-VERITY_BOOT = RPI_BSP / "u-boot/files/pyvorin-verity-boot.cmd.in"
+VERITY_BOOT = RPI_BSP / "pyvorin-control-dtb/files/pyvorin-verity-boot.cmd.in"
+CONTROL_DTB_SCRIPT = RPI_BSP / "pyvorin-control-dtb/files/pyvorin-control-dtb"
 VERITY_INITRAMFS_MODULE = LAYER / "recipes-core/initrdscripts/files/pyvorin-verity"
 CONFIRM = LAYER / "recipes-pyvorin/pyvorin-confirm/files"
 
@@ -55,6 +56,8 @@ QEMU_VERITY_WORDS: Mapping[str, str] = {
     "PYVORIN_FIT_WINDOW_BLOCKS": "0x20000",
     # RAM is 0x40000000-0x7fffffff: the FIT above the kernel's load address (0x40400000) and its 64 MiB.
     "PYVORIN_FIT_ADDR": "0x48000000",
+    # The test's FIT has one configuration (the build's has one per board device tree).
+    "PYVORIN_FIT_CONF": "conf-1",
 }
 
 
@@ -81,6 +84,17 @@ def verity_boot_command(words: Mapping[str, str] = QEMU_VERITY_WORDS) -> str:
     comment and blank lines dropped (U-Boot's hush runs the lines as a script)."""
     lines = render(VERITY_BOOT, words).splitlines()
     return "\n".join(line for line in lines if line.strip() and not line.lstrip().startswith("#")) + "\n"
+
+
+def environment_reads(script: str) -> set[str]:
+    """The variables a boot command expands before it sets them itself: what it takes from the
+    (unsigned) environment."""
+    setters = r"(?:^\s*setenv|\bsetexpr) (\w+)|\bpart size \S+ \S+ \S+ (\w+)"
+    first_set: dict[str, int] = {}
+    for match in re.finditer(setters, script, re.M):
+        first_set.setdefault(match.group(1) or match.group(2), match.start())
+    return {match.group(1) for match in re.finditer(r"\$\{(\w+)\}", script)
+            if not (match.group(1) in first_set and first_set[match.group(1)] < match.start())}
 
 
 def env_size() -> int:

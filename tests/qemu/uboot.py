@@ -37,6 +37,9 @@ class UBoot:
     binary: Path       # u-boot.bin, for qemu -bios
     config: Path       # the .config it was built with
     env_size: int      # CONFIG_ENV_SIZE
+    #: Directory with this source's fit_check_sign (built with FIT signatures; Debian's
+    #: u-boot-tools ships none), which the layer's pyvorin-control-dtb runs; None without.
+    tools: Path | None = None
 
 
 def _options(text: str) -> dict[str, str]:
@@ -83,6 +86,11 @@ def _build(out: Path, fragments: tuple[Path, ...]) -> None:
         raise HarnessError(f"Kconfig dropped these options (unmet dependencies?): {lost}")
     run(["make", "-s", f"O={build}", f"-j{jobs}", "u-boot.bin"], cwd=source, env=_CROSS, timeout=3600)
     shutil.copy2(build / "u-boot.bin", out / "u-boot.bin")
+    if _options(config).get("CONFIG_FIT_SIGNATURE") == "y":
+        # The host tools of the same source: fit_check_sign, as u-boot-tools-native has it.
+        run(["make", "-s", f"O={build}", f"-j{jobs}", "tools"], cwd=source, env=_CROSS, timeout=900)
+        (out / "tools").mkdir()
+        shutil.copy2(build / "tools/fit_check_sign", out / "tools/fit_check_sign")
     shutil.copy2(build / ".config", out / "config")
     shutil.rmtree(work)
     shutil.rmtree(build)
@@ -97,4 +105,6 @@ def build(*, verity: bool = False) -> UBoot:
     size = _options((out / "config").read_text()).get("CONFIG_ENV_SIZE", "")
     if not size:
         raise HarnessError("CONFIG_ENV_SIZE missing from the U-Boot configuration")
-    return UBoot(binary=out / "u-boot.bin", config=out / "config", env_size=int(size, 0))
+    tools = out / "tools"
+    return UBoot(binary=out / "u-boot.bin", config=out / "config", env_size=int(size, 0),
+                 tools=tools if tools.is_dir() else None)

@@ -6,10 +6,10 @@ The pieces stand in for what the build makes on a Raspberry Pi, each with
 the tool the build uses:
 
 * **Control device tree**: QEMU's own (``-machine dumpdtb``), the stand-in
-  for the firmware DTB in the signed ``boot.img``, with the layer's boot logic
-  as ``/config/bootcmd`` (``fdtput``) and the FIT key's public half as a
-  ``required`` key (``mkimage -K -r``, as oe-core's uboot-sign does); QEMU
-  hands it to U-Boot with ``-dtb``.
+  for the firmware DTB in the signed ``boot.img``, made by the layer's
+  ``pyvorin-control-dtb`` script as the build makes the Pi's: the boot logic
+  as ``/config/bootcmd`` and the FIT key's public half as a ``required`` key,
+  the slot FIT checked against it; QEMU hands it to U-Boot with ``-dtb``.
 * **Root file system**: ext4 with its hash tree appended by ``veritysetup
   format``, with the arguments and the parameter file meta-security's
   ``dm-verity-img`` class writes (``<image>.verity.env``).
@@ -23,6 +23,7 @@ the tool the build uses:
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ HASH_BLOCK = 4096
 #: Where bootm puts the (uncompressed) kernel: 2 MiB aligned, below the FIT at PYVORIN_FIT_ADDR.
 KERNEL_LOAD = 0x40400000
 FIT_KEY_NAME = "pyvorin-fit"
+#: The test FIT's one configuration, which the boot logic boots (PYVORIN_FIT_CONF).
+CONF = layer.QEMU_VERITY_WORDS["PYVORIN_FIT_CONF"]
 
 
 @dataclass(frozen=True)
@@ -110,26 +113,28 @@ def key_algo(key_dir: Path) -> str:
     return f"sha256,rsa{key.key_size}"
 
 
-def make_fit(dest: Path, kernel: Path, initrd: Path, fdt: Path, key_dir: Path | None,
-             control_dtb: Path | None = None) -> Path:
+def make_fit(dest: Path, kernel: Path, initrd: Path, fdt: Path, key_dir: Path | None) -> Path:
     """A FIT of ``kernel``, ``initrd`` and ``fdt``; signed with the key in ``key_dir`` (unsigned
-    without), whose public half also goes into ``control_dtb`` as required when given."""
+    without)."""
     its = dest.with_suffix(".its")
     its.write_text(_its(kernel, initrd, fdt, key_dir is not None, key_algo(key_dir) if key_dir else ""))
     argv: list[str | Path] = ["mkimage", "-f", its]
     if key_dir is not None:
         argv += ["-k", key_dir]
-        if control_dtb is not None:
-            argv += ["-K", control_dtb, "-r"]
     run([*argv, dest])
     its.unlink()
     return dest
 
 
-def control_dtb(plain: Path, dest: Path, boot_command: str) -> Path:
-    """QEMU's device tree with the boot logic U-Boot runs instead of bootcmd/altbootcmd."""
-    shutil.copyfile(plain, dest)
-    run(["fdtput", "-p", "-t", "s", dest, "/config", "bootcmd", boot_command])
+def control_dtb(plain: Path, dest: Path, boot_command: str, fit: Path, key_dir: Path, tools: Path) -> Path:
+    """QEMU's device tree made U-Boot's control device tree by the layer's own script, as the
+    pyvorin-control-dtb recipe makes the Pi's: the boot logic U-Boot runs instead of
+    bootcmd/altbootcmd, the FIT key as required, ``fit`` checked against it (``tools``: where
+    fit_check_sign is)."""
+    command = dest.with_suffix(".bootcmd")
+    command.write_text(boot_command)
+    env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run(["sh", layer.CONTROL_DTB_SCRIPT, plain, command, fit, key_dir, CONF, dest], env=env)
     return dest
 
 

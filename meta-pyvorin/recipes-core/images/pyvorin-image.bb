@@ -74,22 +74,26 @@ EXTRA_IMAGECMD:ext4 = "-i 4096 -O ^has_journal"
 IMAGE_FSTYPES:append = " ext4.gz"
 
 # Raspberry Pi: boot, root A, root B, data (wic/pyvorin-rpi-ab.wks.in).
-PYVORIN_ROOTFS_SLOT_SIZE ??= "2048"
-PYVORIN_DATA_SIZE ??= "1024"
+# The partition sizes: the slot map (pyvorin-slots.inc), which the bundle reads too.
 WKS_FILE:rpi = "pyvorin-rpi-ab.wks.in"
-WICVARS:append:rpi = " PYVORIN_ROOTFS_SLOT_SIZE PYVORIN_DATA_SIZE"
+# What the wic's slot A is a copy of: the ext4, or with verified boot the
+# whole slot, hash tree and FIT included (pyvorin_verity_slot.bbclass).
+PYVORIN_SLOT_IMAGE_TYPE = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', 'pyvorin-slot', 'ext4', d)}"
+WICVARS:append:rpi = " PYVORIN_ROOTFS_SLOT_SIZE PYVORIN_DATA_SIZE PYVORIN_SLOT_IMAGE_TYPE"
 # Replaces meta-raspberrypi's "tar.bz2 ext3 wic.bz2 wic.bmap": no ext3 or
 # tarball nobody flashes, and no type twice.
 IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap"
 # ... which also drops the ext4.verity that meta-security's dm-verity-img adds
 # with verified boot (conf/distro/include/pyvorin-verity.inc): back it comes.
-IMAGE_FSTYPES:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', ' ext4.verity', '', d)}"
-# The wic's slot A is a byte copy of the ext4 (the wks's rawcopy), so the ext4
-# is made first and kept; it is also what ext4.gz compresses for the bundle.
+# The bundle carries it compressed (pyvorin-update-image).
+IMAGE_FSTYPES:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', ' ext4.verity ext4.verity.gz', '', d)}"
+# The wic's slot A is a byte copy of the ext4 or the slot image (the wks's
+# rawcopy), so that is made first and kept; the ext4 is also what ext4.gz
+# compresses for the bundle.
 # (IMAGE_TYPEDEP:wic is the name image.bbclass reads, ":wic" no override: the
 # ":append:wic" oelint suggests would never apply.)
 # nooelint: oelint.vars.specific,oelint.vars.overrideappend
-IMAGE_TYPEDEP:wic:append = " ext4"
+IMAGE_TYPEDEP:wic:append = " ${PYVORIN_SLOT_IMAGE_TYPE}"
 
 # Raspberry Pi A/B: U-Boot loads the kernel from /boot of the root slot it
 # boots (rpi-u-boot-scr boot.cmd.in), so an update and a rollback change the
@@ -102,8 +106,27 @@ IMAGE_TYPEDEP:wic:append = " ext4"
 # u-boot_pyvorin.inc): swupdate's bootloader handler, fw_setenv and
 # pyvorin-confirm read it, and nothing else in the image depends on it
 # (libubootenv ships none), so without it no update could switch or confirm a slot.
-IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', ' kernel-image u-boot-env', '', d)}"
-IMAGE_BOOT_FILES:remove:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', '${KERNEL_IMAGETYPE}', '', d)}"
+# With verified boot the kernel is in the slot's FIT instead, outside the
+# file system (docs/verified-boot.md), and /boot of the root holds none.
+IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', ' u-boot-env', '', d)}"
+IMAGE_INSTALL:append:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', '' if 'pyvorin-verity' in d.getVar('DISTRO_FEATURES').split() else ' kernel-image', '', d)}"
+IMAGE_BOOT_FILES:remove:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-update', '${KERNEL_IMAGETYPE}', '', d)} \
+                               ${@pyvorin_control_boot_files(d, False)}"
+
+# Verified boot: the board trees on the boot partition are U-Boot's control
+# device trees (pyvorin-control-dtb: the boot logic and the FIT key; inside
+# the signed boot.img) in place of the plain ones, and there is no boot.scr
+# (U-Boot runs the control tree's boot logic and cannot run scripts).
+def pyvorin_control_boot_files(d, control):
+    import os
+    if not bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', True, False, d):
+        return ''
+    boards = [os.path.basename(t) for t in (d.getVar('RPI_KERNEL_DEVICETREE') or '').split()]
+    if control:
+        return ' '.join('pyvorin-control/%s;%s' % (b, b) for b in boards)
+    return ' '.join(boards + ['boot.scr'])
+IMAGE_BOOT_FILES:append:rpi = " ${@pyvorin_control_boot_files(d, True)}"
+do_image_wic[depends] += "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', 'pyvorin-control-dtb:do_deploy', '', d)}"
 
 # The release version (pyvorin-update.inc), stamped when the root file system
 # is made: an image rebuilt for any reason gets a new one, an image restored

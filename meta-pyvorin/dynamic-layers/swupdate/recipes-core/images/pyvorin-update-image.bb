@@ -25,5 +25,13 @@ PYVORIN_BUNDLE_BOOTENV:rpi = "upgrade_available=1 bootcount=0"
 PYVORIN_BUNDLE_BOOTENV_SLOT_A:rpi = "rootpart=${PYVORIN_SLOT_A_PART}"
 PYVORIN_BUNDLE_BOOTENV_SLOT_B:rpi = "rootpart=${PYVORIN_SLOT_B_PART}"
 
+# Verified boot on the Pi (pyvorin-verity.inc): the verity image from the
+# slot's first byte and the slot's signed FIT in its window at the end.
+PYVORIN_BUNDLE_FSTYPE:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', 'ext4.verity.gz', 'ext4.gz', d)}"
+# (Read with getVar: both exist only with the feature, and BitBake does not
+# run inline Python that names an undefined variable.)
+PYVORIN_BUNDLE_FIT:rpi = "${@d.getVar('PYVORIN_VERITY_FIT') if bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', True, False, d) else ''}"
+PYVORIN_BUNDLE_FIT_OFFSET:rpi = "${@d.getVar('PYVORIN_FIT_OFFSET') if bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', True, False, d) else ''}"
+
 # Jetson: UEFI's variables pick the slot; the script sets them with nvbootctrl.
 PYVORIN_BUNDLE_SCRIPTS:tegra = "pyvorin-tegra-slot.sh:postinstall"
