@@ -51,5 +51,46 @@ bitbake -n pyvorin-verity-initramfs >"$out"
 grep -q "Running task .*pyvorin-image\.bb:do_image_ext4)" "$out" \
     || fail "bitbake -n pyvorin-verity-initramfs does not run pyvorin-image's do_image_ext4"
 say "bitbake -n pyvorin-verity-initramfs: ok, after pyvorin-image's ext4.verity"
+
+# The slot's FIT: linux-raspberrypi also builds fitImage, signed per
+# configuration with the FIT key, the Image at a 2 MiB boundary.
+bitbake -e virtual/kernel >"$out"
+[[ " $(value KERNEL_IMAGETYPES) " == *" fitImage "* ]] || fail "KERNEL_IMAGETYPES lacks fitImage: $(value KERNEL_IMAGETYPES)"
+[[ " $(value KERNEL_CLASSES) " == *" kernel-fitimage "* ]] || fail "KERNEL_CLASSES lacks kernel-fitimage"
+[ "$(value UBOOT_SIGN_ENABLE)" = 1 ] || fail "UBOOT_SIGN_ENABLE is not 1 for the kernel"
+[ "$(value FIT_SIGN_INDIVIDUAL)" = 0 ] || fail "FIT_SIGN_INDIVIDUAL is not 0"
+[ "$(value FIT_GENERATE_KEYS)" = 0 ] || fail "FIT_GENERATE_KEYS is not 0"
+[ "$(value UBOOT_SIGN_KEYNAME)" = pyvorin-fit ] || fail "UBOOT_SIGN_KEYNAME is not pyvorin-fit"
+[[ "$(value UBOOT_SIGN_KEYDIR)" == */rpi/fit ]] || fail "UBOOT_SIGN_KEYDIR is not the keys' rpi/fit: $(value UBOOT_SIGN_KEYDIR)"
+[ "$(value UBOOT_LOADADDRESS)" = 0x00200000 ] || fail "UBOOT_LOADADDRESS is $(value UBOOT_LOADADDRESS), not 2 MiB"
+[[ $(value SRC_URI) == *"file://pyvorin-verity.cfg"* ]] || fail "the kernel's SRC_URI lacks pyvorin-verity.cfg"
+say "bitbake -e virtual/kernel: fitImage signed by $(value UBOOT_SIGN_KEYNAME) ($(value FIT_HASH_ALG),$(value FIT_SIGN_ALG), configurations), load address $(value UBOOT_LOADADDRESS), default $(value FIT_CONF_DEFAULT_DTB)"
+
+# The boot partition: control device trees in place of the plain ones, no
+# boot.scr, no kernel; slot A is the whole slot image.
+bitbake -e pyvorin-image >"$out"
+boot_files=" $(value IMAGE_BOOT_FILES) "
+[[ $boot_files == *" pyvorin-control/bcm"*".dtb;bcm"* ]] || fail "IMAGE_BOOT_FILES has no control device tree: $boot_files"
+[[ $boot_files != *" boot.scr "* ]] || fail "IMAGE_BOOT_FILES still has boot.scr"
+for word in $boot_files; do
+    case "$word" in bcm*.dtb) fail "IMAGE_BOOT_FILES keeps the plain $word" ;; esac
+done
+[ "$(value PYVORIN_SLOT_IMAGE_TYPE)" = pyvorin-slot ] || fail "PYVORIN_SLOT_IMAGE_TYPE is not pyvorin-slot"
+[[ " $(value IMAGE_INSTALL) " != *" kernel-image "* ]] || fail "the root file system still installs kernel-image"
+say "bitbake -e pyvorin-image: boot files $(tr ' ' '\n' <<<"$boot_files" | grep -c '^pyvorin-control/') control device trees, no boot.scr; slot A from pyvorin-slot; no kernel in the root"
+
+# The boot logic the first board's control device tree carries, for the
+# tests (tests/test_layer_gate.py checks it like the QEMU board's).
+bitbake-getvar -r pyvorin-control-dtb --value PYVORIN_VERITY_BOOTCMD >"$out"
+grep -q '@@' "$out" && fail "the Pi's boot logic has unfilled words: $(grep -o '@@[A-Z_]*@@' "$out" | sort -u | tr '\n' ' ')"
+sed 's/^/gate: verity: bootcmd| /' "$out"
+# The bundle writes the verity image and, into the window, the FIT.
+bitbake-getvar -r pyvorin-update-image --value PYVORIN_BUNDLE_SPEC >"$out"
+echo "gate: verity: bundle spec| $(cat "$out")"
+
 bitbake -n pyvorin-image pyvorin-update-image >"$out"
-say "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity"
+for task in "linux-raspberrypi_.*do_assemble_fitimage_initramfs" "pyvorin-control-dtb_1.0.bb:do_deploy" \
+            "pyvorin-image.bb:do_image_pyvorin_slot" "pyvorin-image.bb:do_image_wic" "pyvorin-update-image.bb:do_deploy"; do
+    grep -q "Running task .*$task)" "$out" || fail "bitbake -n pyvorin-image pyvorin-update-image does not run $task"
+done
+say "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity (FIT, control device trees, slot image, wic, bundle)"

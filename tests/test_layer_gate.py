@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qemu import layer
+
 import layer_gate
 from helpers import unavailable
 
@@ -68,11 +70,61 @@ def test_verified_boot_parses_on_the_pi_and_is_refused_elsewhere(prerequisites: 
                       "IMAGE_FSTYPES has ext4.verity (4096-byte blocks), INITRAMFS_IMAGE=pyvorin-verity-initramfs",
                       "bitbake -n initramfs-module-pyvorin-verity: ok",
                       "bitbake -n pyvorin-verity-initramfs: ok, after pyvorin-image's ext4.verity",
-                      "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity"):
+                      "bitbake -e virtual/kernel: fitImage signed by pyvorin-fit (sha256,rsa4096, configurations), "
+                      "load address 0x00200000",
+                      "control device trees, no boot.scr; slot A from pyvorin-slot; no kernel in the root",
+                      "bitbake -n pyvorin-image pyvorin-update-image: ok with pyvorin-verity (FIT, control device "
+                      "trees, slot image, wic, bundle)"):
             assert any(check in line for line in lines), f"{machine}: no '{check}' in:\n" + "\n".join(lines)
     else:
         assert any("refused: pyvorin: DISTRO_FEATURES pyvorin-verity is built for the Raspberry Pi only" in line
                    for line in lines), lines
+
+
+PI_MACHINES = [machine for machine in layer_gate.MACHINES if machine.startswith("raspberrypi")]
+
+
+@pytest.mark.parametrize("machine", PI_MACHINES)
+def test_the_pi_boot_logic_is_the_one_qemu_boots_with_the_pi_words(prerequisites: None, machine: str) -> None:
+    """The control device tree's boot command as BitBake renders it for the Pi
+    (pyvorin-control-dtb): every word filled, the Pi's devices and FIT window, the board's own
+    FIT configuration, and, like the QEMU board's, nothing but the A/B state read from the
+    unsigned environment."""
+    prefix = "gate: verity: bootcmd|"
+    script = "\n".join(line[len(prefix):].removeprefix(" ") for line in gate(machine).verity_lines
+                       if line.startswith(prefix))
+    assert script.strip(), "the gate printed no boot command"
+    assert "@@" not in script
+    assert layer.environment_reads(script) == {"rootpart", "bootcount", "upgrade_available"}
+    assert "read mmc 0:${pyvorin_slot} 0x10000000 ${pyvorin_fit_block} 0x20000" in script
+    assert re.search(r"^\s*bootm 0x10000000#conf-bcm27\d\d-rpi-[\w-]+\.dtb$", script, re.M), script
+    assert 'setenv bootargs "console=serial0,115200 console=tty1 root=/dev/mmcblk0p${pyvorin_slot} rootwait ro ' \
+        'panic=5"' in script
+    # The logic QEMU boots, line for line: only the lines with a board word differ.
+    template = [line for line in layer.VERITY_BOOT.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+    pi, qemu = script.strip("\n").splitlines(), layer.verity_boot_command().strip("\n").splitlines()
+    assert len(pi) == len(qemu) == len(template)
+    for pi_line, qemu_line, line in zip(pi, qemu, template, strict=True):
+        assert pi_line == qemu_line or "@@" in line, (pi_line, qemu_line)
+
+
+@pytest.mark.parametrize("machine", PI_MACHINES)
+def test_the_verity_bundle_writes_image_and_fit_into_the_slot(prerequisites: None, machine: str) -> None:
+    """pyvorin-update-image with verified boot: the compressed verity image from each slot's first
+    byte and the FIT at the start of the slot's last 64 MiB (PYVORIN_ROOTFS_SLOT_SIZE 2048)."""
+    prefix = "gate: verity: bundle spec|"
+    specs = [line[len(prefix):] for line in gate(machine).verity_lines if line.startswith(prefix)]
+    assert len(specs) == 1, specs
+    spec = json.loads(specs[0])
+    artifacts = spec["artifacts"]
+    assert artifacts["rootfs.ext4.verity.gz"]["compressed"] == "zlib"
+    assert artifacts["slot.fit"]["file"].endswith(f"/fitImage-pyvorin-verity-initramfs-{machine}-{machine}")
+    board = spec["machines"][machine]
+    for copy, slot in (("copy1", "/dev/mmcblk0p3"), ("copy2", "/dev/mmcblk0p2")):
+        install = board[copy]["install"]
+        assert install["rootfs.ext4.verity.gz"] == slot
+        assert install["slot.fit"] == {"device": slot, "offset": (2048 - 64) * 1024 * 1024}
 
 
 @pytest.mark.parametrize("machine", layer_gate.MACHINES)
