@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The update bundle's task, exported with this machine's values for the tests.
 
-Runs inside `kas shell` (scripts/layer-gate-checks.sh):
+Runs inside `kas shell` (scripts/layer-gate-checks.sh; with verified boot
+selected, scripts/layer-gate-verity.sh):
 
     layer-gate-bundle.py OUTPUT
 
@@ -26,7 +27,7 @@ this machine, with every path it names under OUTPUT:
   with every function it calls (``bb.data.emit_func``), bundles into
   ``deploy/``;
 * ``paths.json``: OUTPUT as the exported files name it, so a test can move
-  them.
+  them, and the image type and (verified boot) FIT the spec names.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main(argv: list[str]) -> int:
         d = tinfoil.parse_recipe(RECIPE)
         link = d.getVar("PYVORIN_BUNDLE_IMAGE_LINK")
         fstype = d.getVar("PYVORIN_BUNDLE_FSTYPE")
+        # Verified boot: the slot FIT's name in DEPLOY_DIR_IMAGE, where the test puts one.
+        fit = d.getVar("PYVORIN_BUNDLE_FIT") or ""
         for name in ("work", "deploy", "deploy-images", "previous", "workdir", "temp", "keys"):
             (base / name).mkdir()
         (base / "deploy-images" / f"{link}.version").write_text(VERSION + "\n")
@@ -88,7 +91,7 @@ def main(argv: list[str]) -> int:
     if written != ["delta-from", "release-delta.json", "release.json", "version"]:
         raise SystemExit(f"layer-gate-bundle: pyvorin_bundle_write_spec wrote {written}")
     (base / "paths.json").write_text(json.dumps({"base": str(base), "image_link": link, "fstype": fstype,
-                                                 "version": VERSION, "previous": PREVIOUS}) + "\n")
+                                                 "fit": fit, "version": VERSION, "previous": PREVIOUS}) + "\n")
     print(f"gate: bundle task of {RECIPE} exported (spec {VERSION}, delta from {PREVIOUS})")
     return 0
 

@@ -87,6 +87,13 @@ sed 's/^/gate: verity: bootcmd| /' "$out"
 # The bundle writes the verity image and, into the window, the FIT.
 bitbake-getvar -r pyvorin-update-image --value PYVORIN_BUNDLE_SPEC >"$out"
 echo "gate: verity: bundle spec| $(cat "$out")"
+# ... and the bundle task with verified boot's spec, for tests/test_update_bundle.py, which
+# runs it on a verity image and a FIT and installs the result with the device's swupdate.
+export_dir="${BUILDDIR:-$PWD}/gate-out"
+rm -rf "$export_dir"
+mkdir -p "$export_dir"
+"$(dirname "$0")/layer-gate-bundle.py" "$export_dir/bundle" >/dev/null
+say "bundle task exported with the verity image and the FIT"
 
 bitbake -n pyvorin-image pyvorin-update-image >"$out"
 for task in "linux-raspberrypi_.*do_assemble_fitimage_initramfs" "pyvorin-control-dtb_1.0.bb:do_deploy" \

@@ -97,6 +97,8 @@ class GateRun:
     kas_record: Path | None = None
     #: The summary of the same machine with kas/opt/verity.yml (scripts/layer-gate-verity.sh).
     verity_lines: tuple[str, ...] = ()
+    #: pyvorin-update-image's do_deploy with kas/opt/verity.yml, where verified boot is built.
+    verity_bundle: Path | None = None
 
 
 def base() -> Path:
@@ -232,7 +234,8 @@ def _read(out: Path, machine: str) -> GateRun:
                    install=out / "install" if (out / "install").is_dir() else None,
                    bundle_spec=json.loads((out / "bundle-spec.json").read_text()),
                    slot_map=dict(line.split("=", 1) for line in (out / "slot-map.txt").read_text().splitlines()),
-                   bundle=out / "bundle", kas_record=out / "kas-record.yml")
+                   bundle=out / "bundle", kas_record=out / "kas-record.yml",
+                   verity_bundle=out / "verity-bundle" if (out / "verity-bundle").is_dir() else None)
 
 
 _background: dict[str, concurrent.futures.Future[GateRun]] = {}
@@ -304,6 +307,9 @@ def run(machine: str) -> GateRun:
     if exported.is_dir():
         shutil.copytree(exported, work / "install", symlinks=True)
     shutil.copytree(build / f"build-{machine}" / "gate-out" / "bundle", work / "bundle", symlinks=True)
+    verity_bundle = build / f"build-{machine}-verity" / "gate-out" / "bundle"
+    if verity_bundle.is_dir():
+        shutil.copytree(verity_bundle, work / "verity-bundle", symlinks=True)
     (work / ".complete").touch()
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)

@@ -95,6 +95,8 @@ class Task:
     fstype: str
     version: str
     previous: str
+    #: Verified boot: the slot FIT's name in the deploy directory ("" without).
+    fit: str
     #: The environment ``pyvorin`` runs in (the cli fixture's: scrubbed, this tree's tool).
     env: dict[str, str]
 
@@ -119,20 +121,23 @@ class Task:
         return sorted(os.listdir(self.base / "deploy"))
 
 
-def _task(run: layer_gate.GateRun, directory: Path, cli, keys, new: bytes, old: bytes) -> Task:  # type: ignore[no-untyped-def]
-    """The task's inputs as a build would leave them: the image (compressed as the spec says) and
-    its SBOM in the deploy directory, the previous release's image, the signing keys."""
-    assert run.bundle is not None and (run.bundle / "paths.json").is_file(), f"{run.machine}: no bundle task exported"
-    paths = json.loads((run.bundle / "paths.json").read_text())
-    shutil.copytree(run.bundle, directory, symlinks=True)
+def _task(run: layer_gate.GateRun, directory: Path, cli, keys, new: bytes, old: bytes,  # type: ignore[no-untyped-def]
+          exported: Path | None = None) -> Task:
+    """The task's inputs as a build would leave them: the image (gzip'd, as the spec says) and
+    its SBOM in the deploy directory, the previous release's image, the signing keys.
+    ``exported``: another export of the task than the machine's own (verified boot's)."""
+    exported = exported or run.bundle
+    assert exported is not None and (exported / "paths.json").is_file(), f"{run.machine}: no bundle task exported"
+    paths = json.loads((exported / "paths.json").read_text())
+    shutil.copytree(exported, directory, symlinks=True)
     for path in directory.rglob("*"):
         if path.is_file() and path.suffix in (".sh", ".json") or path.name in ("delta-from", "version"):
             path.write_text(path.read_text().replace(paths["base"], str(directory)))
     task = Task(directory, run.machine, paths["image_link"], paths["fstype"], paths["version"], paths["previous"],
-                cli.env)
-    assert task.fstype == "ext4.gz"
-    (directory / "deploy-images" / f"{task.link}.ext4.gz").write_bytes(gzip.compress(new, mtime=0))
-    (directory / "previous" / f"{task.link}.ext4.gz").write_bytes(gzip.compress(old, mtime=0))
+                paths.get("fit", ""), cli.env)
+    assert task.fstype.endswith(".gz"), task.fstype
+    (directory / "deploy-images" / f"{task.link}.{task.fstype}").write_bytes(gzip.compress(new, mtime=0))
+    (directory / "previous" / f"{task.link}.{task.fstype}").write_bytes(gzip.compress(old, mtime=0))
     require("zstd")
     create_spdx.archive(directory / "deploy-images" / f"{task.link}.spdx.tar.zst",
                         create_spdx.documents(task.link, task.version, {"busybox": "1.36.1", "swupdate": "2026.05.1"}))
@@ -158,7 +163,8 @@ def _to_sandbox(spec: dict, machine: str, slots: dict[str, str], sandbox) -> dic
         install = spec["machines"][machine][copy]["install"]
         for name, target in install.items():
             if isinstance(target, dict):
-                install[name] = {key: devices[value] for key, value in target.items()}
+                install[name] = {key: devices[value] if key in ("device", "source") else value
+                                 for key, value in target.items()}
             else:
                 install[name] = devices[target]
     return spec
@@ -176,6 +182,7 @@ def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict
     assert run.slot_map is not None
     old, new = _images(tmp_path)
     task = _task(run, tmp_path / "task", cli, keys, new, old)
+    assert task.fstype == "ext4.gz" and not task.fit
     spec, delta_spec = task.spec(), task.spec("release-delta.json")
     assert spec["version"] == delta_spec["version"] == task.version
     assert delta_spec["description"] == f"Pyvorin Edge OS for {machine} (delta from {task.previous})"
@@ -205,6 +212,73 @@ def test_the_class_task_makes_full_and_delta_bundles_the_pi_installs(gated: dict
         state = device.printenv()
         assert (state["rootpart"], state["upgrade_available"], state["bootcount"]) == ("3", "1", "0")
     assert full_device.untouched(full_device.slot_a) and delta_device.slot_bytes(delta_device.slot_a)[:len(old)] == old
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+@pytest.mark.swupdate
+@pytest.mark.usefixtures("device_swupdate")
+def test_the_class_task_makes_verity_bundles_the_pi_installs(gated: dict[str, layer_gate.GateRun], cli, keys,
+                                                             tmp_path: Path, delta_env) -> None:
+    """Verified boot (kas/opt/verity.yml): the class's task, as BitBake expands it with the feature,
+    bundles the verity image and the slot's FIT, checks the image against the root hash in the FIT
+    (its `pyvorin verify`), and the device's swupdate writes both into the slot: the image from the
+    first byte, the FIT at the start of the slot's last 64 MiB. The delta bundle does the same from
+    the running slot. A FIT of another build makes the task fail before anything ships."""
+    from pyvorin_devsim.swupdate_sandbox import SwupdateSandbox
+    from verity_parts import make_fit, make_initramfs, make_verity
+
+    require_module("bsdiff4")
+    machine = "raspberrypi4-64"
+    run = gated[machine]
+    assert run.slot_map is not None and run.verity_bundle is not None, "the gate exported no verity bundle task"
+    old, new = make_verity(tmp_path, "old.ext4.verity", seed=1), make_verity(tmp_path, "new.ext4.verity", seed=2)
+    new_bytes, old_bytes = new.image.read_bytes(), old.image.read_bytes()
+    task = _task(run, tmp_path / "task", cli, keys, new_bytes, old_bytes, run.verity_bundle)
+    assert task.fstype == "ext4.verity.gz"
+    assert task.fit == f"fitImage-pyvorin-verity-initramfs-{machine}-{machine}"
+    fit = make_fit(tmp_path, "slot.fit", make_initramfs(tmp_path, "new", new.env_text))
+    fit_bytes = fit.read_bytes()
+    env = {"rootpart": "2", "bootcount": "0", "upgrade_available": "0"}
+    full_device = SwupdateSandbox(tmp_path / "full", board=machine, initial_env=env, slot_size=16 << 20)
+    delta_device = SwupdateSandbox(tmp_path / "delta", board=machine, initial_env=env, slot_size=16 << 20)
+    delta_env(delta_device)
+    with open(delta_device.slot_a, "r+b") as slot:  # the device runs the previous release
+        slot.write(old_bytes)
+    spec, delta_spec = task.spec(), task.spec("release-delta.json")
+    offset = spec["machines"][machine]["copy1"]["install"]["slot.fit"]["offset"]
+    assert offset == (2048 - 64) << 20
+    task.put_spec(_to_sandbox(spec, machine, run.slot_map, full_device))
+    task.put_spec(_to_sandbox(delta_spec, machine, run.slot_map, delta_device), "release-delta.json")
+
+    # A FIT whose initramfs carries another image's root hash: the task's verify stops it.
+    other = make_fit(tmp_path, "other.fit", make_initramfs(tmp_path, "old", old.env_text))
+    shutil.copy(other, task.base / "deploy-images" / task.fit)
+    refused = task.run()
+    assert refused.returncode != 0, refused.stdout[-2000:]
+    assert "rootfs.ext4.verity.gz does not match the root hash in slot.fit" in refused.stdout + refused.stderr, \
+        refused.stdout[-2000:] + refused.stderr[-2000:]
+
+    shutil.rmtree(task.base / "deploy")
+    (task.base / "deploy").mkdir()
+    shutil.copy(fit, task.base / "deploy-images" / task.fit)
+    result = task.run()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    name = f"pyvorin-update-image-{machine}"
+    full, delta = f"{name}-{task.version}.swu", f"{name}-{task.previous}-to-{task.version}.swu"
+    assert task.deployed() == sorted([full, delta, f"{name}.swu"])
+    for device, bundle in ((full_device, full), (delta_device, delta)):
+        result = device.install(task.base / "deploy" / bundle, keys.ca, "stable,copy1")
+        assert result.succeeded, f"{bundle}: {result.output}"
+        assert _read_at(device.slot_b, 0, len(new_bytes)) == new_bytes
+        assert _read_at(device.slot_b, offset, len(fit_bytes) + 1) == fit_bytes
+        state = device.printenv()
+        assert (state["rootpart"], state["upgrade_available"], state["bootcount"]) == ("3", "1", "0")
+    assert _read_at(delta_device.slot_a, 0, len(old_bytes)) == old_bytes
 
 
 @pytest.mark.swupdate
