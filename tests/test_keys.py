@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pyvorin import aes
+from verity_parts import fit_source
 
 from helpers import require
 
@@ -106,27 +107,7 @@ def test_fit_key_signs_a_fit_configuration_as_uboot_sign_does(cli, keys, tmp_pat
     control = tmp_path / "control.dtb"
     subprocess.run(["dtc", "-I", "dts", "-O", "dtb", "-o", control, "-"], input=b"/dts-v1/;\n/ { };\n", check=True)
     (tmp_path / "kernel").write_bytes(bytes(range(256)) * 64)
-    (tmp_path / "fit.its").write_text(f"""/dts-v1/;
-/ {{
-    description = "test";
-    #address-cells = <1>;
-    images {{
-        kernel-1 {{
-            data = /incbin/("{tmp_path / 'kernel'}");
-            type = "kernel"; arch = "arm64"; os = "linux"; compression = "none";
-            load = <0x40400000>; entry = <0x40400000>;
-            hash-1 {{ algo = "sha256"; }};
-        }};
-    }};
-    configurations {{
-        default = "conf-1";
-        conf-1 {{
-            kernel = "kernel-1";
-            signature-1 {{ algo = "sha256,rsa{key.key_size}"; key-name-hint = "pyvorin-fit"; sign-images = "kernel"; }};
-        }};
-    }};
-}};
-""")
+    (tmp_path / "fit.its").write_text(fit_source(tmp_path / "kernel", algo=f"sha256,rsa{key.key_size}"))
     signed = subprocess.run(["mkimage", "-f", tmp_path / "fit.its", "-k", fit, "-K", control, "-r", tmp_path / "fit.itb"],
                             capture_output=True, text=True)
     assert signed.returncode == 0, signed.stdout + signed.stderr

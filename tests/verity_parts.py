@@ -76,12 +76,20 @@ def make_initramfs(work: Path, name: str, env_text: str | None, dot_slash: bool 
     return out
 
 
-def make_fit(work: Path, name: str, ramdisk: Path, external: str = "") -> Path:
-    """``mkimage -f`` of a kernel (any bytes) and ``ramdisk``; ``external``: "offset" (-E) or "position" (-E -p)."""
-    require("mkimage")
-    kernel = write_image(work / f"{name}.kernel", 20_000, seed=7)
-    its = work / f"{name}.its"
-    its.write_text(textwrap.dedent(f"""\
+def fit_source(kernel: Path, ramdisk: Path | None = None, algo: str | None = None) -> str:
+    """The ``.its`` of a FIT of ``kernel`` (and ``ramdisk``): one configuration, signed with
+    ``algo`` (e.g. "sha256,rsa2048") by the key named pyvorin-fit when given."""
+    ramdisk_node = textwrap.indent(textwrap.dedent(f"""\
+        ramdisk-1 {{
+            data = /incbin/("{ramdisk}");
+            type = "ramdisk"; arch = "arm64"; os = "linux"; compression = "none";
+            hash-1 {{ algo = "sha256"; }};
+        }};
+        """), " " * 8) if ramdisk else ""
+    images = '"kernel", "ramdisk"' if ramdisk else '"kernel"'
+    signature = (f'signature-1 {{ algo = "{algo}"; key-name-hint = "pyvorin-fit"; sign-images = {images}; }};'
+                 if algo else "")
+    return textwrap.dedent(f"""\
         /dts-v1/;
         / {{
             description = "pyvorin test slot";
@@ -93,18 +101,22 @@ def make_fit(work: Path, name: str, ramdisk: Path, external: str = "") -> Path:
                     load = <0x40400000>; entry = <0x40400000>;
                     hash-1 {{ algo = "sha256"; }};
                 }};
-                ramdisk-1 {{
-                    data = /incbin/("{ramdisk}");
-                    type = "ramdisk"; arch = "arm64"; os = "linux"; compression = "none";
-                    hash-1 {{ algo = "sha256"; }};
-                }};
+        """) + ramdisk_node + textwrap.dedent(f"""\
             }};
             configurations {{
                 default = "conf-1";
-                conf-1 {{ kernel = "kernel-1"; ramdisk = "ramdisk-1"; }};
+                conf-1 {{ kernel = "kernel-1"; {'ramdisk = "ramdisk-1"; ' if ramdisk else ''}{signature} }};
             }};
         }};
-        """))
+        """)
+
+
+def make_fit(work: Path, name: str, ramdisk: Path, external: str = "") -> Path:
+    """``mkimage -f`` of a kernel (any bytes) and ``ramdisk``; ``external``: "offset" (-E) or "position" (-E -p)."""
+    require("mkimage")
+    kernel = write_image(work / f"{name}.kernel", 20_000, seed=7)
+    its = work / f"{name}.its"
+    its.write_text(fit_source(kernel, ramdisk))
     options = {"": [], "offset": ["-E"], "position": ["-E", "-p", "0x1000"]}[external]
     out = work / name
     _run("mkimage", *options, "-f", its, out)
