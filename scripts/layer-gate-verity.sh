@@ -1,8 +1,11 @@
 #!/bin/bash
 # Runs inside `kas shell` with kas/opt/verity.yml added (called by
-# scripts/layer-gate.py): verified boot parses and reaches U-Boot and the
-# initramfs module on the Raspberry Pi, and is refused, in one clear line, on
-# every other machine (the Jetson plan in docs/verified-boot.md is not built).
+# scripts/layer-gate.py): on the Raspberry Pi verified boot parses, and every
+# link of the chain is in the parsed build and its dry run (U-Boot's
+# fragment, the signed FIT, the control device trees, the initramfs and its
+# module, the slot image, the wic, the bundle, whose task is exported for
+# tests/test_update_bundle.py); on every other machine it is refused in one
+# clear line (the Jetson plan in docs/verified-boot.md is not built).
 #   layer-gate-verity.sh parses|refused
 set -euo pipefail
 
