@@ -118,10 +118,9 @@ IMAGE_BOOT_FILES:remove:rpi = "${@bb.utils.contains('DISTRO_FEATURES', 'pyvorin-
 # the signed boot.img) in place of the plain ones, and there is no boot.scr
 # (U-Boot runs the control tree's boot logic and cannot run scripts).
 def pyvorin_control_boot_files(d, control):
-    import os
     if not bb.utils.contains('DISTRO_FEATURES', 'pyvorin-verity', True, False, d):
         return ''
-    boards = [os.path.basename(t) for t in (d.getVar('RPI_KERNEL_DEVICETREE') or '').split()]
+    boards = d.getVar('PYVORIN_CONTROL_DTBS').split()
     if control:
         return ' '.join('pyvorin-control/%s;%s' % (b, b) for b in boards)
     return ' '.join(boards + ['boot.scr'])

@@ -30,10 +30,7 @@ require conf/image-fitimage.conf
 REQUIRED_DISTRO_FEATURES = "pyvorin-verity"
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
-# The firmware hands U-Boot the tree of the board it runs on: every board
-# tree of the machine gets its control tree, which boots that board's FIT
-# configuration.
-PYVORIN_CONTROL_DTBS ??= "${@' '.join(os.path.basename(t) for t in (d.getVar('RPI_KERNEL_DEVICETREE') or '').split())}"
+# One control tree per board tree: PYVORIN_CONTROL_DTBS (pyvorin-verity.inc).
 # The kernel command line, whole: the firmware's (cmdline.txt) is not used,
 # since U-Boot takes none of it. The console is the one meta-raspberrypi's
 # cmdline.txt names.
